@@ -1,0 +1,225 @@
+"""The facts the suite collects about an org: plain, immutable, typed data.
+
+Collectors (exchange_compliance.collect) build these from LDAP, WinRM and TLS; the judges
+(exchange_compliance.judge) are pure functions over them; snapshots (exchange_compliance.snapshot)
+write and read them as JSON, so a run can be judged later or replayed from a bug report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# msExchCurrentServerRoles bits, as Exchange tests them (EXCHANGE_FACTS.md §1).
+ROLE_BITS = {
+    "Cafe": 1,
+    "Mailbox": 2,
+    "ClientAccess": 4,
+    "UnifiedMessaging": 16,
+    "HubTransport": 32,
+    "Edge": 64,
+    "Monitoring": 128,
+    "ProvisionedServer": 4096,
+    "LanguagePacks": 8192,
+    "FrontendTransport": 16384,
+}
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    major: int
+    minor: int
+    build: int
+    revision: int | None = None
+
+    def __str__(self) -> str:
+        base = f"{self.major}.{self.minor}.{self.build}"
+        return base if self.revision is None else f"{base}.{self.revision}"
+
+    @property
+    def product(self) -> str:
+        return {(15, 0): "Exchange 2013", (15, 1): "Exchange 2016", (15, 2): "Exchange 2019"}.get(
+            (self.major, self.minor), f"Exchange {self.major}.{self.minor}"
+        )
+
+
+@dataclass(frozen=True)
+class ExchangeServer:
+    """An msExchExchangeServer object in the configuration naming context."""
+
+    name: str
+    dn: str
+    fqdn: str | None
+    roles: int
+    version: Version | None
+    site: str | None
+    security_descriptor: bytes | None = field(default=None, repr=False)
+
+    @property
+    def is_mailbox(self) -> bool:
+        return bool(self.roles & ROLE_BITS["Mailbox"])
+
+    @property
+    def is_client_access(self) -> bool:
+        return bool(self.roles & ROLE_BITS["ClientAccess"])
+
+    @property
+    def is_edge(self) -> bool:
+        return bool(self.roles & ROLE_BITS["Edge"])
+
+    @property
+    def role_names(self) -> tuple[str, ...]:
+        return tuple(name for name, bit in ROLE_BITS.items() if self.roles & bit)
+
+    @property
+    def host_name(self) -> str:
+        return (self.fqdn or self.name).split(".")[0]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A computer account or a group: what a token and a membership chain are made of."""
+
+    dn: str
+    sid: str
+    name: str
+    member_of: tuple[str, ...] = ()
+    kind: str = "group"  # "computer" or "group"
+    dns_host_name: str | None = None
+    primary_group_sid: str | None = None
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """CN=Auth Configuration: what Get-AuthConfig shows."""
+
+    dn: str
+    current_thumbprint: str | None
+    previous_thumbprint: str | None
+    next_thumbprint: str | None
+    next_effective: datetime | None
+    raw_thumbprint_values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VirtualDirectory:
+    dn: str
+    server: str
+    name: str
+    object_class: str
+    internal_url: str | None
+    external_url: str | None
+
+
+@dataclass(frozen=True)
+class Directory:
+    """Everything read from Active Directory, in a number of round trips independent of the server count."""
+
+    domain_dn: str
+    configuration_dn: str
+    org_name: str
+    org_dn: str
+    org_security_descriptor: bytes | None = field(repr=False)
+    # well-known role ("exchange_servers", ...) -> group DN, from otherWellKnownObjects
+    well_known_groups: dict[str, str]
+    # extended right CN -> rightsGuid (lower-case, dashed)
+    extended_rights: dict[str, str]
+    servers: tuple[ExchangeServer, ...]
+    # server name -> its computer account; a server whose account was not found is absent
+    computers: dict[str, Principal]
+    # DN -> every group reachable from the computers (transitively), for tokens and chains
+    groups: dict[str, Principal]
+    auth_config: AuthConfig | None
+    virtual_directories: tuple[VirtualDirectory, ...]
+    domain_sid: str | None = None
+
+    def server(self, name: str) -> ExchangeServer:
+        for server in self.servers:
+            if server.name.lower() == name.lower():
+                return server
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class StoreCertificate:
+    """A certificate in Cert:\\LocalMachine\\My as the probe reported it; `der` is what the judges parse."""
+
+    thumbprint: str
+    subject: str
+    issuer: str
+    dns_names: tuple[str, ...]
+    not_before: datetime
+    not_after: datetime
+    has_private_key: bool
+    friendly_name: str
+    der: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SiteBinding:
+    """One IIS binding of a site (Get-WebBinding)."""
+
+    site: str
+    protocol: str
+    binding_information: str
+    certificate_hash: str | None
+    certificate_store: str | None
+
+    @property
+    def port(self) -> int | None:
+        parts = self.binding_information.split(":")
+        try:
+            return int(parts[1])
+        except (IndexError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class SslCertBinding:
+    """One http.sys SSL binding (netsh http show sslcert)."""
+
+    ip_port: str
+    certificate_hash: str | None
+    application_id: str | None
+    store_name: str | None
+
+
+@dataclass(frozen=True)
+class ServerProbe:
+    """What the WinRM probe read on one server."""
+
+    computer_name: str
+    last_boot: datetime | None
+    certificates: tuple[StoreCertificate, ...]
+    bindings: tuple[SiteBinding, ...]
+    ssl_bindings: tuple[SslCertBinding, ...]
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """The leaf certificate a server presented in a TLS handshake, untrusted: the judges decide."""
+
+    host: str
+    address: str
+    port: int
+    der: bytes = field(repr=False)
+    tls_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A fact that could not be collected, and why; it turns the rows that need it into errors."""
+
+    source: str
+    server: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class OrgFacts:
+    org: str
+    collected_at: datetime
+    directory: Directory
+    probes: dict[str, ServerProbe | Unavailable]
+    handshakes: dict[str, Handshake | Unavailable]
+    settings: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,33 @@
+"""What a judge says about one requirement on one server (or the org)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """`evidence` says what was found (for a failure: what an admin needs to see to act); `fix` says what to
+    run, with the real names filled in; `details` keeps the same evidence as data for the JSON results."""
+
+    met: bool
+    evidence: str
+    fix: str = ""
+    applicable: bool = True
+    details: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def passed(cls, evidence: str, **details: object) -> Verdict:
+        return cls(met=True, evidence=evidence, details=details)
+
+    @classmethod
+    def failed(cls, evidence: str, fix: str, **details: object) -> Verdict:
+        return cls(met=False, evidence=evidence, fix=fix, details=details)
+
+    @classmethod
+    def not_applicable(cls, reason: str) -> Verdict:
+        return cls(met=True, evidence=reason, applicable=False)
+
+
+class FactUnavailable(Exception):
+    """A fact a judge needs could not be collected (server unreachable, probe failed): the row is an error."""
