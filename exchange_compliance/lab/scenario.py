@@ -172,7 +172,9 @@ def parse_scenario(data: dict, source: str) -> Scenario:
         description=data.get("description", ""),
         org_name=data.get("org_name", "Contoso"),
         servers=servers,
-        groups=tuple(_build(GroupSpec, raw, f"{source}: groups[{i}]") for i, raw in enumerate(data.get("groups") or [])),
+        groups=tuple(
+            _build(GroupSpec, raw, f"{source}: groups[{i}]") for i, raw in enumerate(data.get("groups") or [])
+        ),
         aces=tuple(_build(AceSpec, raw, f"{source}: aces[{i}]") for i, raw in enumerate(data.get("aces") or [])),
         certificates=certificates,
         auth=_build(AuthSpec, data.get("auth") or {}, f"{source}: auth"),
