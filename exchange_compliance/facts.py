@@ -220,6 +220,12 @@ class OrgFacts:
     org: str
     collected_at: datetime
     directory: Directory
+    # the servers this run checks (after the config's include/exclude), by name
+    checked: tuple[str, ...]
     probes: dict[str, ServerProbe | Unavailable]
     handshakes: dict[str, Handshake | Unavailable]
     settings: dict[str, object] = field(default_factory=dict)
+
+    def checked_servers(self) -> tuple[ExchangeServer, ...]:
+        wanted = {name.lower() for name in self.checked}
+        return tuple(s for s in self.directory.servers if s.name.lower() in wanted)

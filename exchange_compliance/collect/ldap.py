@@ -1,0 +1,326 @@
+"""Reading the org from Active Directory with ldap3: read-only, and in a number of round trips that does not
+grow with the number of servers (one filtered search per kind of object, not one search per server)."""
+
+from __future__ import annotations
+
+import re
+import ssl
+from collections.abc import Iterable
+
+import ldap3
+from ldap3.core.exceptions import LDAPException
+from ldap3.protocol.microsoft import security_descriptor_control
+from ldap3.utils.conv import escape_filter_chars
+
+from ..config import Credentials, OrgConfig
+from ..facts import AuthConfig, Directory, ExchangeServer, Principal, VirtualDirectory
+from . import values
+
+PAGE_SIZE = 500
+# Owner, group and DACL. Asking for the SACL too (the default) makes AD withhold the whole attribute from
+# accounts that are not admins, and an audit account should not be one.
+SD_FLAGS = 0x07
+# Nested groups deeper than this are a directory problem of their own; stop rather than loop.
+MAX_NESTING = 32
+SERVER_ATTRIBUTES = [
+    "cn",
+    "networkAddress",
+    "msExchCurrentServerRoles",
+    "serialNumber",
+    "versionNumber",
+    "msExchServerSite",
+    "nTSecurityDescriptor",
+]
+PRINCIPAL_ATTRIBUTES = ["objectSid", "sAMAccountName", "cn", "memberOf", "dNSHostName", "primaryGroupID", "objectClass"]
+
+
+class DirectoryUnreachable(Exception):
+    """No domain controller could be bound; the message names each one tried and why."""
+
+
+class DirectoryError(Exception):
+    """The directory answered but does not hold what an Exchange org has (no org container, ...)."""
+
+
+def open_connection(config: OrgConfig, credentials: Credentials) -> ldap3.Connection:
+    """Bind to the first domain controller that answers. The connection refuses writes (read_only)."""
+    settings = config.directory
+    failures = []
+    for host in settings.servers:
+        tls = ldap3.Tls(
+            validate=ssl.CERT_REQUIRED,
+            version=ssl.PROTOCOL_TLS_CLIENT,
+            ca_certs_file=str(settings.ca_file) if settings.ca_file else None,
+            valid_names=[host],
+            sni=host,
+        )
+        server = ldap3.Server(
+            config.address_of(host),
+            port=settings.port,
+            use_ssl=settings.tls == "ldaps",
+            tls=tls,
+            get_info=ldap3.NONE,
+            connect_timeout=settings.timeout_seconds,
+        )
+        connection = ldap3.Connection(
+            server,
+            user=credentials.user,
+            password=credentials.password,
+            authentication=ldap3.SIMPLE,
+            read_only=True,
+            receive_timeout=settings.timeout_seconds,
+            raise_exceptions=False,
+            collect_usage=True,
+        )
+        try:
+            connection.open()
+            if settings.tls == "starttls" and not connection.start_tls():
+                raise LDAPException(f"StartTLS refused: {connection.result.get('description')}")
+            if not connection.bind():
+                raise LDAPException(f"bind as {credentials.user} refused: {connection.result.get('description')}")
+        except LDAPException as exc:
+            failures.append(f"{host}:{settings.port}: {_reason(exc)}")
+            connection.unbind()
+            continue
+        return connection
+    raise DirectoryUnreachable("no domain controller could be bound: " + "; ".join(failures))
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    # ldap3 wraps socket errors in long reprs; the first part is what an admin needs.
+    return text.split(" - ")[0][:300]
+
+
+class DirectoryReader:
+    """Reads an org's Directory facts over an open ldap3 connection."""
+
+    def __init__(self, connection: ldap3.Connection, base_dn: str | None = None) -> None:
+        self.connection = connection
+        self.base_dn = base_dn
+
+    def _search(
+        self, base: str, search_filter: str, scope: str, attributes: list[str], *, descriptor: bool = False
+    ) -> list[dict]:
+        controls = security_descriptor_control(sdflags=SD_FLAGS) if descriptor else None
+        response = self.connection.extend.standard.paged_search(
+            base, search_filter, scope, attributes=attributes, controls=controls, paged_size=PAGE_SIZE, generator=False
+        )
+        result = self.connection.result
+        if result and result.get("result") not in (0, None):
+            if result.get("result") == 32:  # noSuchObject
+                return []
+            raise DirectoryError(f"search of {base} failed: {result.get('description')} {result.get('message')}")
+        # AD and Samba return search references beside the entries.
+        return [entry for entry in response or [] if entry.get("type") == "searchResEntry"]
+
+    def read(self) -> Directory:
+        root = self._search("", "(objectClass=*)", ldap3.BASE, ["configurationNamingContext", "defaultNamingContext"])
+        if not root:
+            raise DirectoryError("the rootDSE could not be read")
+        configuration_dn = _text(root[0], "configurationNamingContext")
+        domain_dn = self.base_dn or _text(root[0], "defaultNamingContext")
+        if not configuration_dn or not domain_dn:
+            raise DirectoryError("the rootDSE names no configuration or default naming context")
+        exchange_dn = f"CN=Microsoft Exchange,CN=Services,{configuration_dn}"
+
+        exchange = self._search(exchange_dn, "(objectClass=*)", ldap3.BASE, ["otherWellKnownObjects"])
+        if not exchange:
+            raise DirectoryError(f"{exchange_dn} does not exist: Exchange is not installed in this forest")
+        orgs = self._search(
+            exchange_dn, "(objectClass=msExchOrganizationContainer)", ldap3.LEVEL, ["cn"], descriptor=True
+        )
+        if len(orgs) != 1:
+            raise DirectoryError(f"expected one Exchange organization under {exchange_dn}, found {len(orgs)}")
+        org_dn = orgs[0]["dn"]
+
+        servers = tuple(
+            _server(entry)
+            for entry in self._search(
+                org_dn, "(objectCategory=msExchExchangeServer)", ldap3.SUBTREE, SERVER_ATTRIBUTES, descriptor=True
+            )
+        )
+        computers = self._computers(domain_dn, servers)
+        well_known = values.well_known_groups(_texts(exchange[0], "otherWellKnownObjects"))
+        groups = self._groups(domain_dn, computers.values(), well_known.values())
+        domain_sid = next((p.sid.rsplit("-", 1)[0] for p in computers.values()), None)
+        return Directory(
+            domain_dn=domain_dn,
+            configuration_dn=configuration_dn,
+            org_name=_text(orgs[0], "cn") or values.rdn_value(org_dn),
+            org_dn=org_dn,
+            org_security_descriptor=_raw(orgs[0], "nTSecurityDescriptor"),
+            well_known_groups=well_known,
+            extended_rights=self._extended_rights(configuration_dn),
+            servers=tuple(sorted(servers, key=lambda s: s.name.lower())),
+            computers=computers,
+            groups=groups,
+            auth_config=self._auth_config(org_dn),
+            virtual_directories=self._virtual_directories(org_dn),
+            domain_sid=domain_sid,
+        )
+
+    def _extended_rights(self, configuration_dn: str) -> dict[str, str]:
+        wanted = "".join(f"(cn={name})" for name in values.EXTENDED_RIGHTS)
+        entries = self._search(
+            f"CN=Extended-Rights,{configuration_dn}",
+            f"(&(objectClass=controlAccessRight)(|{wanted}))",
+            ldap3.LEVEL,
+            ["cn", "rightsGuid"],
+        )
+        return {_text(e, "cn"): (_text(e, "rightsGuid") or "").lower() for e in entries}
+
+    def _computers(self, domain_dn: str, servers: Iterable[ExchangeServer]) -> dict[str, Principal]:
+        """Exchange finds a server's computer by host name (EXCHANGE_FACTS §1); one search for all of them."""
+        servers = list(servers)
+        if not servers:
+            return {}
+        terms = []
+        for server in servers:
+            terms.append(f"(sAMAccountName={escape_filter_chars(server.name)}$)")
+            if server.fqdn:
+                terms.append(f"(dNSHostName={escape_filter_chars(server.fqdn)})")
+        entries = self._search(
+            domain_dn, f"(&(objectCategory=computer)(|{''.join(terms)}))", ldap3.SUBTREE, PRINCIPAL_ATTRIBUTES
+        )
+        by_host = {}
+        for entry in entries:
+            principal = _principal(entry, "computer")
+            if principal.dns_host_name:
+                by_host[principal.dns_host_name.lower()] = principal
+            by_host[principal.name.lower()] = principal
+        found = {}
+        for server in servers:
+            account = by_host.get((server.fqdn or "").lower()) or by_host.get(f"{server.name.lower()}$")
+            if account is not None:
+                found[server.name] = account
+        return found
+
+    def _groups(self, domain_dn: str, computers: Iterable[Principal], seeds: Iterable[str]) -> dict[str, Principal]:
+        """Every group reachable from the computers and the well-known Exchange groups, level by level.
+
+        tokenGroups would give each computer's groups in one read, but only on a base search of that computer:
+        one round trip per server. Expanding memberOf by level costs one search per nesting level instead, and
+        keeps the edges, which explain a deny as a chain (EX02$ -> Team -> Domain Admins).
+        """
+        computers = list(computers)
+        groups: dict[str, Principal] = {}
+        asked: set[str] = set()
+        pending_dns = {dn for c in computers for dn in c.member_of} | set(seeds)
+        pending_sids = {c.primary_group_sid for c in computers if c.primary_group_sid}
+        for _level in range(MAX_NESTING):
+            terms = [f"(distinguishedName={escape_filter_chars(dn)})" for dn in sorted(pending_dns)]
+            terms += [f"(objectSid={_sid_filter(sid)})" for sid in sorted(pending_sids)]
+            if not terms:
+                break
+            asked |= {dn.lower() for dn in pending_dns}
+            # Builtin aliases (BUILTIN\Administrators, ...) live in CN=Builtin of the domain: same search base.
+            entries = self._search(
+                domain_dn, f"(&(objectClass=group)(|{''.join(terms)}))", ldap3.SUBTREE, PRINCIPAL_ATTRIBUTES
+            )
+            for entry in entries:
+                group = _principal(entry, "group")
+                groups[group.dn.lower()] = group
+                asked.add(group.dn.lower())
+            # Primary groups are asked for by SID once; every later level follows memberOf DNs. A DN that
+            # never resolves (a group in another domain) is asked for once, not at every level.
+            pending_sids = set()
+            pending_dns = {dn for g in groups.values() for dn in g.member_of if dn.lower() not in asked}
+        return {group.dn: group for group in groups.values()}
+
+    def _auth_config(self, org_dn: str) -> AuthConfig | None:
+        dn = f"CN=Auth Configuration,{org_dn}"
+        entries = self._search(
+            dn, "(objectClass=*)", ldap3.BASE, ["msExchAuthCertificateThumbprint", "msExchAuthNextEffectiveDate"]
+        )
+        if not entries:
+            return None
+        raw = _texts(entries[0], "msExchAuthCertificateThumbprint")
+        current, previous, upcoming = values.auth_thumbprints(raw)
+        return AuthConfig(
+            dn=entries[0]["dn"],
+            current_thumbprint=current,
+            previous_thumbprint=previous,
+            next_thumbprint=upcoming,
+            next_effective=values.parse_generalized_time(_text(entries[0], "msExchAuthNextEffectiveDate")),
+            raw_thumbprint_values=tuple(raw),
+        )
+
+    def _virtual_directories(self, org_dn: str) -> tuple[VirtualDirectory, ...]:
+        entries = self._search(
+            org_dn,
+            "(objectClass=msExchWebServicesVirtualDirectory)",
+            ldap3.SUBTREE,
+            ["cn", "msExchInternalHostName", "msExchExternalHostName"],
+        )
+        directories = []
+        for entry in entries:
+            # CN=EWS (Default Web Site),CN=HTTP,CN=Protocols,CN=<server>,CN=Servers,...
+            parts = _split_dn(entry["dn"])
+            server = values.rdn_value(parts[3]) if len(parts) > 3 else ""
+            directories.append(
+                VirtualDirectory(
+                    dn=entry["dn"],
+                    server=server,
+                    name=_text(entry, "cn") or values.rdn_value(entry["dn"]),
+                    object_class="msExchWebServicesVirtualDirectory",
+                    internal_url=_text(entry, "msExchInternalHostName"),
+                    external_url=_text(entry, "msExchExternalHostName"),
+                )
+            )
+        return tuple(sorted(directories, key=lambda d: (d.server.lower(), d.name)))
+
+
+def _split_dn(dn: str) -> list[str]:
+    return re.split(r"(?<!\\),", dn)
+
+
+def _sid_filter(sid: str) -> str:
+    return "".join(f"\\{byte:02x}" for byte in values.sid_to_bytes(sid))
+
+
+def _raw(entry: dict, name: str) -> bytes | None:
+    raw = entry.get("raw_attributes", {}).get(name) or []
+    return bytes(raw[0]) if raw else None
+
+
+def _texts(entry: dict, name: str) -> list[str]:
+    return [bytes(v).decode("utf-8", errors="replace") for v in entry.get("raw_attributes", {}).get(name) or []]
+
+
+def _text(entry: dict, name: str) -> str | None:
+    texts = _texts(entry, name)
+    return texts[0] if texts else None
+
+
+def _server(entry: dict) -> ExchangeServer:
+    serial = _text(entry, "serialNumber")
+    version = values.version_from_serial_number(serial) if serial else None
+    number = _text(entry, "versionNumber")
+    if version is None and number and number.lstrip("-").isdigit():
+        version = values.version_from_version_number(int(number))
+    roles = _text(entry, "msExchCurrentServerRoles")
+    site = _text(entry, "msExchServerSite")
+    return ExchangeServer(
+        name=_text(entry, "cn") or values.rdn_value(entry["dn"]),
+        dn=entry["dn"],
+        fqdn=values.fqdn_from_network_address(_texts(entry, "networkAddress")),
+        roles=int(roles) if roles and roles.lstrip("-").isdigit() else 0,
+        version=version,
+        site=values.rdn_value(site) if site else None,
+        security_descriptor=_raw(entry, "nTSecurityDescriptor"),
+    )
+
+
+def _principal(entry: dict, kind: str) -> Principal:
+    sid = values.sid_from_bytes(_raw(entry, "objectSid") or b"")
+    primary = _text(entry, "primaryGroupID")
+    return Principal(
+        dn=entry["dn"],
+        sid=sid,
+        name=_text(entry, "sAMAccountName") or _text(entry, "cn") or values.rdn_value(entry["dn"]),
+        member_of=tuple(_texts(entry, "memberOf")),
+        kind=kind,
+        dns_host_name=_text(entry, "dNSHostName"),
+        primary_group_sid=f"{sid.rsplit('-', 1)[0]}-{primary}" if primary and primary.isdigit() else None,
+    )

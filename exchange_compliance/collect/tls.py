@@ -1,0 +1,40 @@
+"""The TLS probe: what a front end really gets when it proxies to a mailbox server's back end on 444."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+from ..facts import Handshake
+
+
+class HandshakeFailed(Exception):
+    """No TLS handshake could be completed; the message says where and why."""
+
+
+def fetch_certificate(host: str, address: str, port: int, timeout: float) -> Handshake:
+    """Handshake with `address:port`, sending `host` as SNI, and return the leaf certificate.
+
+    The certificate is deliberately not trusted or name-checked here: the judges decide whether it is
+    valid for the host, and an admin needs to see the certificate even (especially) when it is wrong.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    # Old back ends (Exchange 2013 on Server 2012) may still speak TLS 1.0; seeing their certificate matters
+    # more here than the protocol version, which is not what this probe judges.
+    context.minimum_version = ssl.TLSVersion.TLSv1
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    try:
+        with (
+            socket.create_connection((address, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+            version = tls.version()
+    except (OSError, ssl.SSLError) as exc:
+        where = host if address == host else f"{host} ({address})"
+        raise HandshakeFailed(f"TLS to {where}:{port} failed: {exc}") from None
+    if not der:
+        raise HandshakeFailed(f"TLS to {host}:{port}: the server presented no certificate")
+    return Handshake(host=host, address=address, port=port, der=der, tls_version=version)

@@ -1,0 +1,295 @@
+"""Org configuration: orgs/<name>.toml. Strict, because a typo in a nightly job's config must not pass silently.
+
+Secrets are never in the file: it names the environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A config problem, with a message that names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class DirectorySettings:
+    servers: tuple[str, ...]
+    port: int
+    tls: str  # "ldaps" or "starttls"
+    ca_file: Path | None
+    bind: str  # "simple"
+    user_env: str
+    password_env: str
+    timeout_seconds: float
+    base_dn: str | None
+
+
+@dataclass(frozen=True)
+class WinRMSettings:
+    port: int
+    scheme: str
+    transport: str
+    ca_file: Path | None
+    validate_certificate: bool
+    user_env: str
+    password_env: str
+    read_timeout_seconds: int
+    operation_timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class OrgConfig:
+    name: str
+    source: Path
+    display_name: str
+    hybrid: bool
+    directory: DirectorySettings
+    winrm: WinRMSettings
+    backend_port: int
+    tls_timeout_seconds: float
+    auth_certificate_warning_days: int
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    addresses: dict[str, str]
+    max_workers: int
+    server_timeout_seconds: float
+
+    def address_of(self, host: str) -> str:
+        """The address to connect to for a host name: an override if the config has one, else the name itself."""
+        return self.addresses.get(host.lower(), host)
+
+    def directory_credentials(self) -> Credentials:
+        return Credentials(
+            _env(self, "directory", "user_env", self.directory.user_env),
+            _env(self, "directory", "password_env", self.directory.password_env),
+        )
+
+    def winrm_credentials(self) -> Credentials:
+        return Credentials(
+            _env(self, "winrm", "user_env", self.winrm.user_env),
+            _env(self, "winrm", "password_env", self.winrm.password_env),
+        )
+
+    def judging_settings(self) -> dict[str, object]:
+        """The settings the judges need; kept with the facts so a snapshot is judged as it was collected."""
+        return {
+            "hybrid": self.hybrid,
+            "auth_certificate_warning_days": self.auth_certificate_warning_days,
+            "backend_port": self.backend_port,
+        }
+
+
+def _env(config: OrgConfig, section: str, key: str, variable: str) -> str:
+    value = os.environ.get(variable)
+    if not value:
+        raise ConfigError(f"{config.source}: [{section}] {key}: environment variable {variable} is not set")
+    return value
+
+
+class _Section:
+    """Typed reads from one TOML table; `finish()` rejects keys nobody read (typos)."""
+
+    def __init__(self, data: object, source: Path, name: str) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        self.data, self.source, self.name, self.read = data, source, name, set()
+
+    def _where(self, key: str) -> str:
+        return f"{self.source}: [{self.name}] {key}"
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: object = ..., what: str = "") -> object:
+        self.read.add(key)
+        if key not in self.data:
+            if default is ...:
+                raise ConfigError(f"{self._where(key)}: required key is missing")
+            return default
+        value = self.data[key]
+        # bool is an int in Python; a port of `true` is a typo, not 1.
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool and bool not in _tuple(kind)):
+            expected = what or " or ".join(k.__name__ for k in _tuple(kind))
+            raise ConfigError(f"{self._where(key)}: expected {expected}, got {value!r}")
+        return value
+
+    def text(self, key: str, default: object = ...) -> str:
+        return self.get(key, str, default)  # type: ignore[return-value]
+
+    def integer(self, key: str, default: object = ..., low: int = 0, high: int = 65535) -> int:
+        value = self.get(key, int, default)
+        if not low <= value <= high:  # type: ignore[operator]
+            raise ConfigError(f"{self._where(key)}: {value} is out of range {low}..{high}")
+        return value  # type: ignore[return-value]
+
+    def number(self, key: str, default: object = ...) -> float:
+        value = self.get(key, (int, float), default, what="a number")
+        if value <= 0:  # type: ignore[operator]
+            raise ConfigError(f"{self._where(key)}: must be positive, got {value}")
+        return float(value)  # type: ignore[arg-type]
+
+    def flag(self, key: str, default: object = ...) -> bool:
+        return self.get(key, bool, default, what="true or false")  # type: ignore[return-value]
+
+    def choice(self, key: str, choices: tuple[str, ...], default: object = ...) -> str:
+        value = self.text(key, default)
+        if value not in choices:
+            raise ConfigError(f"{self._where(key)}: {value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def strings(self, key: str, default: object = ()) -> tuple[str, ...]:
+        value = self.get(key, list, default if default is None else list(default), what="a list of strings")  # type: ignore[arg-type]
+        if value is None:
+            return ()
+        if not all(isinstance(item, str) for item in value):  # type: ignore[union-attr]
+            raise ConfigError(f"{self._where(key)}: expected a list of strings, got {value!r}")
+        return tuple(value)  # type: ignore[arg-type]
+
+    def env_name(self, key: str, default: object = ...) -> str:
+        value = self.text(key, default)
+        if not value.replace("_", "").isalnum():
+            raise ConfigError(
+                f"{self._where(key)}: must name an environment variable (the secret itself never goes in the file)"
+            )
+        return value
+
+    def file(self, key: str) -> Path | None:
+        value = self.text(key, None) if key in self.data else None
+        if value is None:
+            self.read.add(key)
+            return None
+        path = (self.source.parent / value).resolve()
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{self._where(key)}: cannot read {path}: {exc.strerror}") from None
+        return path
+
+    def table(self, key: str) -> _Section:
+        self.read.add(key)
+        return _Section(self.data.get(key), self.source, f"{self.name}.{key}" if self.name else key)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.read)
+        if unknown:
+            raise ConfigError(f"{self._where(unknown[0])}: unknown key")
+
+
+def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _hosts_file(path: Path, where: str) -> dict[str, str]:
+    """Address overrides in /etc/hosts format: `address name [alias ...]`."""
+    addresses: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if len(words) == 1:
+            raise ConfigError(f"{where}: {path} line {number}: an address with no host name")
+        for name in words[1:]:
+            addresses[name.lower()] = words[0]
+    return addresses
+
+
+def resolve_org_path(org: str, orgs_dir: Path) -> Path:
+    """`--org NAME` is orgs/NAME.toml; `--org path/to/file.toml` is that file."""
+    if org.endswith(".toml") or "/" in org or os.sep in org:
+        return Path(org)
+    return orgs_dir / f"{org}.toml"
+
+
+def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such org config (copy orgs/example-prod.toml to start one)") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+    root = _Section(data, path, "")
+    org = root.table("org")
+    directory = root.table("directory")
+    winrm = root.table("winrm")
+    backend = root.table("backend")
+    thresholds = root.table("thresholds")
+    servers = root.table("servers")
+    network = root.table("network")
+    collection = root.table("collection")
+
+    tls = directory.choice("tls", ("ldaps", "starttls"), "ldaps")
+    dc_servers = directory.strings("servers", None)  # type: ignore[arg-type]
+    if not dc_servers:
+        raise ConfigError(f"{path}: [directory] servers: name at least one domain controller")
+    directory_settings = DirectorySettings(
+        servers=dc_servers,
+        port=directory.integer("port", 636 if tls == "ldaps" else 389, low=1),
+        tls=tls,
+        ca_file=directory.file("ca_file"),
+        bind=directory.choice("bind", ("simple",), "simple"),
+        user_env=directory.env_name("user_env"),
+        password_env=directory.env_name("password_env"),
+        timeout_seconds=directory.number("timeout_seconds", 15),
+        base_dn=directory.text("base_dn", None),
+    )
+    scheme = winrm.choice("scheme", ("https", "http"), "https")
+    read_timeout = winrm.integer("read_timeout_seconds", 60, low=1, high=3600)
+    operation_timeout = winrm.integer("operation_timeout_seconds", 50, low=1, high=3600)
+    if read_timeout <= operation_timeout:
+        raise ConfigError(
+            f"{path}: [winrm] read_timeout_seconds: must exceed operation_timeout_seconds ({operation_timeout})"
+        )
+    winrm_settings = WinRMSettings(
+        port=winrm.integer("port", 5986 if scheme == "https" else 5985, low=1),
+        scheme=scheme,
+        transport=winrm.choice("transport", ("ntlm", "kerberos", "credssp", "basic"), "ntlm"),
+        ca_file=winrm.file("ca_file"),
+        validate_certificate=winrm.flag("validate_certificate", True),
+        user_env=winrm.env_name("user_env"),
+        password_env=winrm.env_name("password_env"),
+        read_timeout_seconds=read_timeout,
+        operation_timeout_seconds=operation_timeout,
+    )
+    addresses = {name.lower(): address for name, address in _address_table(network, path).items()}
+    hosts_file = network.file("hosts_file")
+    if hosts_file is not None:
+        addresses = {**_hosts_file(hosts_file, f"{path}: [network] hosts_file"), **addresses}
+
+    config = OrgConfig(
+        name=name or path.stem,
+        source=path,
+        display_name=org.text("display_name", name or path.stem),
+        hybrid=org.flag("hybrid", False),
+        directory=directory_settings,
+        winrm=winrm_settings,
+        backend_port=backend.integer("port", 444, low=1),
+        tls_timeout_seconds=backend.number("timeout_seconds", 10),
+        auth_certificate_warning_days=thresholds.integer("auth_certificate_warning_days", 60, high=3650),
+        include=servers.strings("include"),
+        exclude=servers.strings("exclude"),
+        addresses=addresses,
+        max_workers=collection.integer("max_workers", 16, low=1, high=256),
+        server_timeout_seconds=collection.number("server_timeout_seconds", 120),
+    )
+    for section in (org, directory, winrm, backend, thresholds, servers, network, collection, root):
+        section.finish()
+    return config
+
+
+def _address_table(network: _Section, path: Path) -> dict[str, str]:
+    table = network.get("addresses", dict, {}, what="a table of host name = address")
+    for host, address in table.items():  # type: ignore[union-attr]
+        if not isinstance(address, str):
+            raise ConfigError(f"{path}: [network.addresses] {host}: expected an address string, got {address!r}")
+    return table  # type: ignore[return-value]

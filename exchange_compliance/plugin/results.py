@@ -1,0 +1,103 @@
+"""Result rows: one per requirement and server, the same in the JSON, the HTML report and the terminal.
+
+The row schema is stable (other tools read latest.json): requirement, title, server, outcome, severity,
+message, fix, source. Outcomes: passed, failed, error (the fact could not be collected, or the check
+itself broke), not_applicable.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from ..catalog import catalog
+from ..facts import ExchangeServer, OrgFacts, Unavailable
+from ..judge.verdict import FactUnavailable, Verdict
+
+ROW_KEY = "exchange_compliance_row"
+SCHEMA = "exchange-compliance-results/1"
+OUTCOMES = ("failed", "error", "passed", "not_applicable")
+
+
+def row(
+    requirement_id: str,
+    server: ExchangeServer | None,
+    report: pytest.TestReport,
+    call: pytest.CallInfo,
+    verdict: Verdict | None,
+) -> dict[str, object]:
+    requirement = catalog()[requirement_id]
+    message, fix, details = "", "", {}
+    if report.passed:
+        outcome = "passed"
+        message = verdict.evidence if verdict else ""
+    elif report.skipped:
+        outcome = "not_applicable"
+        message = verdict.evidence if verdict else _skip_reason(report)
+    elif (
+        verdict is not None
+        and not verdict.met
+        and call.excinfo is not None
+        and call.excinfo.errisinstance(AssertionError)
+    ):
+        outcome, message, fix, details = "failed", verdict.evidence, verdict.fix, verdict.details
+    else:
+        outcome = "error"
+        error = call.excinfo.value if call.excinfo is not None else None
+        if isinstance(error, FactUnavailable):
+            message = f"could not be checked: {error}"
+        elif error is not None:
+            message = f"the check itself failed ({type(error).__name__}): {error}"
+        else:
+            message = f"{report.when} failed: {report.longreprtext.strip().splitlines()[-1:]}"
+    return {
+        "requirement": requirement_id,
+        "title": requirement.title,
+        "server": server.name if server is not None else None,
+        "outcome": outcome,
+        "severity": requirement.severity,
+        "message": message,
+        "fix": fix,
+        "source": requirement.source,
+        "details": details,
+    }
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def sort_key(row: dict) -> tuple:
+    return (OUTCOMES.index(row["outcome"]), row["requirement"], (row["server"] or "").lower())
+
+
+def document(
+    *, rows: list[dict], org: OrgFacts, started: datetime, duration: float, suite_version: str, evidence: str | None
+) -> dict[str, object]:
+    unreachable = sorted(
+        {u.server for u in (*org.probes.values(), *org.handshakes.values()) if isinstance(u, Unavailable)}
+    )
+    return {
+        "schema": SCHEMA,
+        "org": org.org,
+        "organization": org.directory.org_name,
+        "started": started.isoformat(),
+        "duration_seconds": round(duration, 3),
+        "collected_at": org.collected_at.isoformat(),
+        "suite_version": suite_version,
+        "servers": list(org.checked),
+        "unreachable": unreachable,
+        "evidence": evidence,
+        "rows": sorted(rows, key=sort_key),
+    }
+
+
+def write(document: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=1, default=str), encoding="utf-8")

@@ -1,0 +1,122 @@
+"""Facts as JSON and back: the evidence file every run writes, and `--org-snapshot` replays.
+
+Collect at a customer, judge later; replay a bug report. The format is the facts' own field names, with
+bytes as base64, datetimes as ISO 8601 and a `type` tag where a value can be of several dataclasses.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import types
+import typing
+from datetime import datetime
+from pathlib import Path
+
+from . import facts
+from .facts import OrgFacts
+
+FORMAT = "exchange-compliance-facts/1"
+
+
+class SnapshotError(ValueError):
+    pass
+
+
+def _encode(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        encoded = {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"type": type(value).__name__, **encoded}
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(kind: object, value: object, where: str) -> object:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        if isinstance(value, dict) and "type" in value:
+            for option in options:
+                if dataclasses.is_dataclass(option) and option.__name__ == value["type"]:
+                    return _decode(option, value, where)
+        for option in options:
+            if option is not type(None):
+                return _decode(option, value, where)
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise SnapshotError(f"{where}: expected an object")
+        hints = typing.get_type_hints(kind, vars(facts))
+        arguments = {}
+        for f in dataclasses.fields(kind):
+            if f.name in value:
+                arguments[f.name] = _decode(hints[f.name], value[f.name], f"{where}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise SnapshotError(f"{where}.{f.name}: missing")
+        return kind(**arguments)
+    if origin is tuple:
+        item = typing.get_args(kind)[0]
+        return tuple(_decode(item, v, f"{where}[{i}]") for i, v in enumerate(_list(value, where)))
+    if origin is dict:
+        _, item = typing.get_args(kind)
+        if not isinstance(value, dict):
+            raise SnapshotError(f"{where}: expected an object")
+        return {k: _decode(item, v, f"{where}.{k}") for k, v in value.items()}
+    if kind is bytes:
+        try:
+            return base64.b64decode(str(value), validate=True)
+        except ValueError:
+            raise SnapshotError(f"{where}: not base64") from None
+    if kind is datetime:
+        try:
+            return datetime.fromisoformat(str(value))
+        except ValueError:
+            raise SnapshotError(f"{where}: not a date: {value!r}") from None
+    if kind in (int, str, bool, float) and not isinstance(value, kind):
+        raise SnapshotError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _list(value: object, where: str) -> list:
+    if not isinstance(value, list):
+        raise SnapshotError(f"{where}: expected a list")
+    return value
+
+
+def dumps(org: OrgFacts) -> str:
+    return json.dumps({"format": FORMAT, "facts": _encode(org)}, indent=1, sort_keys=False)
+
+
+def loads(text: str, source: str = "snapshot") -> OrgFacts:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SnapshotError(f"{source}: not JSON: {exc}") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise SnapshotError(f"{source}: not an exchange-compliance facts file (format {FORMAT})")
+    return _decode(OrgFacts, document.get("facts"), source)  # type: ignore[return-value]
+
+
+def write(org: OrgFacts, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(dumps(org), encoding="utf-8")
+    temporary.replace(path)
+    return path
+
+
+def read(path: Path) -> OrgFacts:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SnapshotError(f"{path}: cannot read: {exc.strerror}") from None
+    return loads(text, str(path))
