@@ -88,5 +88,5 @@ def test_bad_snapshot_is_a_clear_error(text, message):
 
 
 def test_unreadable_snapshot_names_the_file(tmp_path):
-    with pytest.raises(snapshot.SnapshotError, match="missing.json: cannot read"):
+    with pytest.raises(snapshot.SnapshotError, match=r"missing\.json: cannot read"):
         snapshot.read(tmp_path / "missing.json")
