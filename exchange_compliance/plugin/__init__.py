@@ -99,6 +99,23 @@ def now(org: OrgFacts) -> datetime:
     return org.collected_at
 
 
+@pytest.fixture(scope="session")
+def settings(org: OrgFacts) -> dict[str, object]:
+    """The org config's judging settings (hybrid, thresholds), as recorded with the facts."""
+    return org.settings
+
+
+@pytest.fixture(scope="session")
+def probes(org: OrgFacts) -> dict[str, ServerProbe | Unavailable]:
+    return org.probes
+
+
+@pytest.fixture(scope="session")
+def servers(org: OrgFacts) -> tuple[ExchangeServer, ...]:
+    """The servers this run checks."""
+    return org.checked_servers()
+
+
 @pytest.fixture
 def probe(org: OrgFacts, server: ExchangeServer) -> ServerProbe | Unavailable:
     return org.probes.get(server.name) or Unavailable("winrm", server.name, "the server was not probed")

@@ -1,0 +1,314 @@
+"""The Exchange Back End site on 444 (BE-01..03, seed 004) and expired IIS certificates before a CU (GATE-01).
+
+Front ends proxy every protocol to the mailbox server's FQDN on 444 over TLS and validate the name, so the
+certificate http.sys serves there must name the server. Setup binds a self-signed "Microsoft Exchange"
+certificate (CN=<host>, SANs host and FQDN); the fix is always to bind that one back.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from ..collect.probe import normalize_thumbprint
+from ..facts import ExchangeServer, Handshake, ServerProbe, SiteBinding, SslCertBinding, StoreCertificate, Unavailable
+from .certificates import (
+    CertificateError,
+    CertificateInfo,
+    available,
+    certificate_info,
+    dns_name_matches,
+    find_in_store,
+    store_info,
+)
+from .verdict import FactUnavailable, Verdict
+
+BACKEND_SITE = "Exchange Back End"
+BACKEND_IPPORT = "0.0.0.0:444"
+EXCHANGE_FRIENDLY_NAME = "Microsoft Exchange"
+# IIS's application ID in http.sys, used when no binding exists to take it from.
+IIS_APPID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"
+
+
+def host_names(server: ExchangeServer) -> tuple[str, ...]:
+    """The names a back-end certificate may carry: the short host name and the FQDN (BE-02)."""
+    return tuple(dict.fromkeys(name for name in (server.host_name, server.fqdn) if name))
+
+
+def _not_mailbox(server: ExchangeServer) -> Verdict | None:
+    if server.is_mailbox and not server.is_edge:
+        return None
+    return Verdict.not_applicable(
+        f"{server.name} has no Mailbox role ({', '.join(server.role_names) or 'none'}): only Mailbox servers run the "
+        "Exchange Back End site"
+    )
+
+
+def _backend_bindings(probe: ServerProbe) -> tuple[SiteBinding | None, SslCertBinding | None]:
+    """The site's https binding on 444 (IIS) and the http.sys SSL binding on 0.0.0.0:444 (netsh)."""
+    site = next(
+        (
+            b
+            for b in probe.bindings
+            if b.site.lower() == BACKEND_SITE.lower() and b.protocol.lower() == "https" and b.port == 444
+        ),
+        None,
+    )
+    netsh = next((b for b in probe.ssl_bindings if b.ip_port == BACKEND_IPPORT), None)
+    return site, netsh
+
+
+def _bound(site: SiteBinding | None, netsh: SslCertBinding | None) -> tuple[str | None, str]:
+    """The thumbprint TLS serves on 444 and a description of both bindings. http.sys is what a client gets, so
+    it wins when IIS's view differs; the difference is reported."""
+    iis_hash = normalize_thumbprint(site.certificate_hash) if site else None
+    sys_hash = normalize_thumbprint(netsh.certificate_hash) if netsh else None
+    parts = [
+        f"IIS '{BACKEND_SITE}' https {site.binding_information} certificateHash {iis_hash or '(none)'}"
+        if site
+        else f"IIS '{BACKEND_SITE}': no https binding on 444",
+        f"http.sys {BACKEND_IPPORT} Certificate Hash {sys_hash or '(none)'}, Application ID "
+        f"{netsh.application_id or '(none)'}, store {netsh.store_name or '(none)'}"
+        if netsh
+        else f"http.sys: no SSL binding for {BACKEND_IPPORT}",
+    ]
+    if iis_hash and sys_hash and iis_hash != sys_hash:
+        parts.append(f"they disagree (IIS {iis_hash}, http.sys {sys_hash}); judged http.sys, which TLS serves")
+    return sys_hash or iis_hash, "; ".join(parts)
+
+
+def exchange_certificate(
+    server: ExchangeServer, probe: ServerProbe, now: datetime | None
+) -> tuple[StoreCertificate, CertificateInfo] | None:
+    """The server's own self-signed "Microsoft Exchange" certificate, usable on 444: with its key, naming the
+    host, valid at `now` (any date when None). The latest-expiring one when there are several."""
+    candidates = []
+    for cert in probe.certificates:
+        if cert.friendly_name.strip().lower() != EXCHANGE_FRIENDLY_NAME.lower() or not cert.has_private_key:
+            continue
+        try:
+            info = certificate_info(cert.der)
+        except CertificateError:
+            continue
+        if (
+            info.self_signed
+            and (now is None or info.is_valid_at(now))
+            and any(info.matches_host(h) for h in host_names(server))
+        ):
+            candidates.append((cert, info))
+    return max(candidates, key=lambda pair: pair[1].not_after, default=None)
+
+
+def bind_backend_fix(server: ExchangeServer, probe: ServerProbe, now: datetime | None) -> str:
+    """Bind the self-signed "Microsoft Exchange" certificate to the Exchange Back End site on 444, then iisreset."""
+    site, netsh = _backend_bindings(probe)
+    where = f"# On {server.name} ({server.fqdn or server.name}), elevated PowerShell:"
+    own = exchange_certificate(server, probe, now)
+    if own is not None:
+        lines = [where, f'# the self-signed "{EXCHANGE_FRIENDLY_NAME}" certificate: {own[1].describe()}']
+        thumbprint, ps_thumbprint = own[1].thumbprint, f"'{own[1].thumbprint}'"
+    else:
+        names = ",".join(f'"{name}"' for name in host_names(server))
+        lines = [
+            where,
+            f'# no valid self-signed "{EXCHANGE_FRIENDLY_NAME}" certificate naming the host is in the store: create '
+            "one (Exchange Management Shell; answer N if asked to overwrite the default SMTP certificate)",
+            f'$cert = New-ExchangeCertificate -Server {server.name} -SubjectName "CN={server.host_name}" '
+            f'-DomainName {names} -FriendlyName "{EXCHANGE_FRIENDLY_NAME}" -KeySize 2048',
+        ]
+        thumbprint, ps_thumbprint = "$($cert.Thumbprint)", "$cert.Thumbprint"
+    if netsh is not None:
+        # An existing http.sys binding makes IIS's AddSslCertificate fail; update it in place, keeping its app ID.
+        lines.append(
+            f"netsh http update sslcert ipport={BACKEND_IPPORT} certhash={thumbprint} "
+            f"appid='{netsh.application_id or IIS_APPID}' certstorename=MY"
+        )
+    else:
+        lines.append("Import-Module WebAdministration")
+        if site is None:
+            lines.append(f"New-WebBinding -Name '{BACKEND_SITE}' -Protocol https -Port 444 -IPAddress '*'")
+        lines.append(
+            f"(Get-WebBinding -Name '{BACKEND_SITE}' -Protocol https -Port 444)"
+            f".AddSslCertificate({ps_thumbprint}, 'My')"
+        )
+    lines.append("iisreset")
+    return "\n".join(lines)
+
+
+def backend_binding_exists(server: ExchangeServer, probe: ServerProbe | Unavailable) -> Verdict:
+    """BE-01: the Exchange Back End site has an https binding on port 444."""
+    if (skip := _not_mailbox(server)) is not None:
+        return skip
+    facts = available(probe)
+    site, _ = _backend_bindings(facts)
+    if site is not None:
+        return Verdict.passed(
+            f"'{BACKEND_SITE}' on {server.name} has https binding {site.binding_information} "
+            f"(certificateHash {normalize_thumbprint(site.certificate_hash) or '(none)'})",
+            binding=site.binding_information,
+        )
+    found = [f"{b.protocol} {b.binding_information}" for b in facts.bindings if b.site.lower() == BACKEND_SITE.lower()]
+    return Verdict.failed(
+        f"'{BACKEND_SITE}' on {server.name} has no https binding on 444; its bindings: {', '.join(found) or 'none'}",
+        # BE-01 has no `now`: pick the latest-expiring self-signed certificate; BE-02 judges its dates.
+        bind_backend_fix(server, facts, None),
+        bindings=found,
+    )
+
+
+def _name_check(info: CertificateInfo, names: tuple[str, ...]) -> tuple[str | None, str]:
+    for name in names:
+        if (pattern := info.matching_name(name)) is not None:
+            return name, f"checked {', '.join(names)}: {name} matched by {pattern}"
+    return None, f"checked {', '.join(names)}: none matched its names {', '.join(info.reference_names) or '(none)'}"
+
+
+def backend_certificate_valid(server: ExchangeServer, probe: ServerProbe | Unavailable, now: datetime) -> Verdict:
+    """BE-02: the certificate bound to 0.0.0.0:444 is in the store, not expired, and names the host or FQDN."""
+    if (skip := _not_mailbox(server)) is not None:
+        return skip
+    facts = available(probe)
+    site, netsh = _backend_bindings(facts)
+    thumbprint, bindings = _bound(site, netsh)
+    fix = bind_backend_fix(server, facts, now)
+    details: dict[str, object] = {"bound_thumbprint": thumbprint, "bindings": bindings}
+    if thumbprint is None:
+        return Verdict.failed(f"No certificate is bound to 444 on {server.name}: {bindings}", fix, **details)
+    cert = find_in_store(facts, thumbprint)
+    if cert is None:
+        store = f" (http.sys names store {netsh.store_name})" if netsh and netsh.store_name else ""
+        return Verdict.failed(
+            f"The certificate bound to 444, {thumbprint}, is not in {server.name}'s LocalMachine\\My{store}: "
+            f"{bindings}",
+            fix,
+            **details,
+        )
+    info = store_info(cert, server.name)
+    matched, checked = _name_check(info, host_names(server))
+    problems = [] if info.is_valid_at(now) else [info.validity(now)]
+    if matched is None:
+        problems.append("names neither the host name nor the FQDN")
+    if not cert.has_private_key:
+        problems.append("its private key is not in the store")
+    evidence = f"{bindings}. Bound certificate: {info.describe()}; {checked}"
+    details.update(certificate=info.describe(), checked=list(host_names(server)))
+    if problems:
+        return Verdict.failed(f"{evidence}. Problem: {'; '.join(problems)}", fix, **details)
+    return Verdict.passed(f"{evidence}; {info.validity(now)}", **details)
+
+
+def backend_presents_valid_certificate(
+    server: ExchangeServer, probe: ServerProbe | Unavailable, handshake: Handshake | Unavailable, now: datetime
+) -> Verdict:
+    """BE-03: a TLS handshake to the FQDN on 444 presents a certificate valid for it now, the one bound there."""
+    if (skip := _not_mailbox(server)) is not None:
+        return skip
+    facts, hello = available(probe), available(handshake)
+    try:
+        info = certificate_info(hello.der)
+    except CertificateError as exc:
+        raise FactUnavailable(f"the certificate {server.name} presented on {hello.port} does not parse: {exc}") from exc
+    fqdn = server.fqdn or hello.host
+    thumbprint, bindings = _bound(*_backend_bindings(facts))
+    matched, checked = _name_check(info, (fqdn,))
+    problems = [] if info.is_valid_at(now) else [info.validity(now)]
+    if matched is None:
+        problems.append(f"it does not name {fqdn}")
+    differs = thumbprint != info.thumbprint
+    if differs:
+        problems.append(
+            f"it is not the bound certificate: presented {info.thumbprint}, bound {thumbprint or '(none)'} (the "
+            "binding changed without a restart, or a middle box answers on 444)"
+        )
+    evidence = (
+        f"TLS to {hello.host} ({hello.address}:{hello.port}, {hello.tls_version or 'TLS'}) presented: {info.describe()}"
+        f"; {checked}; {bindings}"
+    )
+    details = {"presented": info.thumbprint, "bound": thumbprint, "fqdn": fqdn}
+    if not problems:
+        return Verdict.passed(f"{evidence}; {info.validity(now)}", **details)
+    bound = find_in_store(facts, thumbprint) if thumbprint else None
+    bound_info = store_info(bound, server.name) if bound else None
+    if differs and bound_info is not None and bound_info.is_valid_at(now) and bound_info.matches_host(fqdn):
+        # The binding itself is right: make IIS serve it, then look for what else answers on 444.
+        fix = (
+            f"# On {server.name}, elevated:\niisreset\n# If {hello.address}:444 still presents {info.thumbprint}, "
+            f"a load balancer or TLS inspection device answers there: send back-end traffic straight to {fqdn}."
+        )
+    else:
+        fix = bind_backend_fix(server, facts, now)
+    return Verdict.failed(f"{evidence}. Problem: {'; '.join(problems)}", fix, **details)
+
+
+def _iis_bound(probe: ServerProbe) -> dict[str, list[str]]:
+    """Thumbprint -> where it is bound on 443/444, from IIS site bindings and http.sys (netsh)."""
+    bound: dict[str, list[str]] = {}
+    for site in probe.bindings:
+        if site.protocol.lower() == "https" and site.port in (443, 444) and site.certificate_hash:
+            where = f"IIS '{site.site}' https {site.binding_information}"
+            bound.setdefault(normalize_thumbprint(site.certificate_hash) or "", []).append(where)
+    for entry in probe.ssl_bindings:
+        if entry.ip_port.rsplit(":", 1)[-1] in ("443", "444") and entry.certificate_hash:
+            bound.setdefault(normalize_thumbprint(entry.certificate_hash) or "", []).append(f"http.sys {entry.ip_port}")
+    return bound
+
+
+def _covers(new: CertificateInfo, old: CertificateInfo) -> bool:
+    """Does `new` carry every name of `old` (a renewal)? A wildcard covers itself and the names under it."""
+    return bool(old.reference_names) and all(
+        any(mine.lower() == name.lower() or dns_name_matches(mine, name) for mine in new.reference_names)
+        for name in old.reference_names
+    )
+
+
+def _replacement(server: ExchangeServer, probe: ServerProbe, old: CertificateInfo | None, now: datetime) -> str | None:
+    """A valid certificate with its key that covers every name of the expired one (its renewal), else the
+    server's own "Microsoft Exchange" certificate."""
+    best: CertificateInfo | None = None
+    for cert in probe.certificates if old else ():
+        try:
+            info = certificate_info(cert.der)
+        except CertificateError:
+            continue
+        if cert.has_private_key and info.is_valid_at(now) and _covers(info, old):
+            best = info if best is None or info.not_after > best.not_after else best
+    if best is not None:
+        return best.thumbprint
+    own = exchange_certificate(server, probe, now)
+    return own[1].thumbprint if own else None
+
+
+def iis_certificates_not_expired(server: ExchangeServer, probe: ServerProbe | Unavailable, now: datetime) -> Verdict:
+    """GATE-01: no certificate bound in IIS (443, 444) has expired or is missing, or CU setup fails on it."""
+    if server.is_edge:
+        return Verdict.not_applicable(f"{server.name} is an Edge Transport server: CU setup binds no IIS certificate")
+    facts = available(probe)
+    bound = _iis_bound(facts)
+    if not bound:
+        return Verdict.passed(f"No certificate is bound on 443 or 444 on {server.name}", bound={})
+    problems, fixes, seen = [], [], []
+    for thumbprint, where in sorted(bound.items()):
+        cert = find_in_store(facts, thumbprint)
+        info = store_info(cert, server.name) if cert else None
+        seen.append(f"{thumbprint} ({', '.join(where)})")
+        if info is not None and not info.is_expired(now):
+            continue
+        state = f"expired: {info.describe()}" if info else "not in LocalMachine\\My"
+        problems.append(f"{', '.join(where)} → {thumbprint}, {state}")
+        if any(":444" in w for w in where):
+            fixes.append(bind_backend_fix(server, facts, now))
+        if any(":443" in w for w in where):
+            new = _replacement(server, facts, info, now)
+            fixes.append(
+                f"Enable-ExchangeCertificate -Server {server.name} -Thumbprint {new} -Services IIS -Force\niisreset"
+                if new
+                else f"# No valid certificate for 443 in {server.name}'s store: bind a new self-signed one for setup "
+                "(clients will warn until a renewed CA-issued certificate is enabled)\n"
+                f'New-ExchangeCertificate -Server {server.name} -SubjectName "CN={server.host_name}" -DomainName '
+                + ",".join(f'"{name}"' for name in host_names(server))
+                + f' -FriendlyName "{EXCHANGE_FRIENDLY_NAME}" -Services IIS\niisreset'
+            )
+    details = {"bound": {tp: where for tp, where in bound.items()}}
+    if problems:
+        fix = "# Bind a valid certificate before running setup.\n" + "\n".join(dict.fromkeys(fixes))
+        return Verdict.failed(f"On {server.name}: " + "; ".join(problems), fix, **details)
+    return Verdict.passed(f"Bound on {server.name}, none expired: {'; '.join(seen)}", **details)
