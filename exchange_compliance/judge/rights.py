@@ -1,0 +1,415 @@
+"""ACL-01, ACL-02, ACL-03 and GRP-01: who holds Exchange's EPI rights on the server objects, and group membership.
+
+Groups are found only through Directory.well_known_groups (names are localised and can be renamed) and right GUIDs
+only through Directory.extended_rights. A descriptor that cannot be read or parsed makes the verdict for that
+object an error (FactUnavailable naming the object), never a crash of the judge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+
+from exchange_compliance.facts import Directory, ExchangeServer, Principal
+from exchange_compliance.judge.access import (
+    NETWORK_LOGON_SIDS,
+    AccessDecision,
+    NoComputerAccount,
+    applicable_aces,
+    check_right,
+    computer_account,
+    covers_right,
+    display_name,
+    group_name,
+    is_primary_group_link,
+    membership_chain,
+    netbios_domain,
+    principal_by_dn,
+    principal_token,
+    qualified_name,
+    sid_name,
+    transitive_groups,
+    unresolved_groups,
+)
+from exchange_compliance.judge.security_descriptor import (
+    CONTAINER_INHERIT_ACE,
+    Ace,
+    DescriptorError,
+    SecurityDescriptor,
+    parse_descriptor,
+)
+from exchange_compliance.judge.verdict import FactUnavailable, Verdict
+
+TOKEN_SERIALIZATION = "ms-Exch-EPI-Token-Serialization"
+IMPERSONATION = "ms-Exch-EPI-Impersonation"
+ARROW = " \u2192 "
+SEED_000_CHECK = (
+    'Get-ADPermission -Identity "{server}" | where {{($_.ExtendedRights -like "ms-Exch-EPI-Token-Serialization") '
+    '-and ($_.Deny -like "True")}} | ft -autosize User,ExtendedRights'
+)
+
+
+# --- Lookups shared by the judges --------------------------------------------------------------------------------
+
+
+def right_guid(directory: Directory, right_cn: str) -> tuple[str, str]:
+    """(the right's CN as the org spells it, its rightsGuid); FactUnavailable when the org lacks it."""
+    for cn, guid in directory.extended_rights.items():
+        if cn.lower() == right_cn.lower():
+            return cn, guid.lower()
+    raise FactUnavailable(
+        f"the extended right {right_cn} was not found under CN=Extended-Rights,{directory.configuration_dn}: "
+        "Exchange's /PrepareAD has not run in this forest, or the collector did not read the rights"
+    )
+
+
+def well_known_dn(directory: Directory, role: str) -> str:
+    try:
+        return directory.well_known_groups[role]
+    except KeyError:
+        raise FactUnavailable(
+            f"otherWellKnownObjects on CN=Microsoft Exchange,CN=Services,{directory.configuration_dn} "
+            f"does not name the {role.replace('_', ' ')} group"
+        ) from None
+
+
+def _descriptor(server: ExchangeServer) -> SecurityDescriptor:
+    if server.security_descriptor is None:
+        raise FactUnavailable(f"the nTSecurityDescriptor of {server.dn} was not collected")
+    try:
+        return parse_descriptor(server.security_descriptor, what=server.dn)
+    except DescriptorError as err:
+        raise FactUnavailable(str(err)) from err
+
+
+def _ace_text(directory: Directory, index: int, ace: Ace) -> str:
+    return f"ACE #{index} {ace.to_sddl(directory.domain_sid)}" + (" (inherited)" if ace.inherited else " (explicit)")
+
+
+def _unevaluated_note(server: ExchangeServer, decision: AccessDecision) -> list[str]:
+    if not decision.unevaluated:
+        return []
+    return [
+        f"{server.name}: conditional (callback) ACE(s) #{', #'.join(map(str, decision.unevaluated))} match the "
+        "token; their conditions were not evaluated"
+    ]
+
+
+# --- ACL-01 --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Denial:
+    target: ExchangeServer
+    decision: AccessDecision
+    others: tuple[tuple[int, Ace], ...]  # every applicable deny on the object, the deciding one included
+
+
+def token_serialization_not_denied(directory: Directory, caller: ExchangeServer) -> Verdict:
+    """ACL-01: no deny in effect keeps the caller's computer account from ms-Exch-EPI-Token-Serialization on any
+    Exchange server object (the back end checks its own object against the calling front end's token)."""
+    if caller.is_edge:
+        return Verdict.not_applicable(f"{caller.name} is an Edge server: no computer account in the domain")
+    try:
+        account = computer_account(directory, caller.name)
+    except NoComputerAccount as err:
+        raise FactUnavailable(f"{err}: cannot build the token {caller.name} presents to other servers") from None
+    cn, guid = right_guid(directory, TOKEN_SERIALIZATION)
+    token = principal_token(directory, account)
+    denials: list[_Denial] = []
+    unreadable: list[str] = []
+    notes: list[str] = []
+    for target in directory.servers:
+        try:
+            descriptor = _descriptor(target)
+        except FactUnavailable as err:
+            unreadable.append(str(err))
+            continue
+        decision = check_right(descriptor, token, guid)
+        notes += _unevaluated_note(target, decision)
+        if decision.outcome == "denied":
+            denies = tuple((i, a) for i, a in applicable_aces(descriptor, token, guid) if a.ace_type.kind == "deny")
+            denials.append(_Denial(target, decision, denies))
+        elif decision.outcome == "not_granted":
+            notes.append(f"{target.name}: not granted either ({decision.reason}; see ACL-02)")
+    unresolved = unresolved_groups(directory, account)
+    if unresolved:
+        notes.append(
+            "groups in the membership that were not collected (a deny through them would be missed): "
+            + "; ".join(unresolved)
+        )
+    who = display_name(account)
+    if not denials:
+        if unreadable:
+            raise FactUnavailable(f"ACL-01 for {who} cannot be judged on: " + "; ".join(unreadable))
+        evidence = f"{who} is not denied {cn} on any of the {len(directory.servers)} Exchange server objects."
+        return Verdict.passed("\n".join([evidence, *notes]), account=who, right=cn, notes=notes)
+    return _acl01_failure(directory, caller, account, cn, denials, unreadable, notes)
+
+
+def _acl01_failure(
+    directory: Directory,
+    caller: ExchangeServer,
+    account: Principal,
+    cn: str,
+    denials: list[_Denial],
+    unreadable: list[str],
+    notes: list[str],
+) -> Verdict:
+    who = display_name(account)
+    lines = [
+        f"{who} is denied {cn} on {len(denials)} of {len(directory.servers)} Exchange server objects, so "
+        f"{caller.name} cannot proxy requests to them (seed 000):"
+    ]
+    records = []
+    groups: dict[tuple[str, str], list[_Denial]] = {}
+    for denial in denials:
+        ace = denial.decision.ace
+        assert ace is not None and ace.sid is not None  # a "denied" decision always names its ACE
+        groups.setdefault((ace.to_sddl(directory.domain_sid), ace.sid), []).append(denial)
+    for (sddl, sid), members in groups.items():
+        chain = [display_name(p) for p in membership_chain(directory, account.dn, sid)]
+        lines.append(f"- deny ACE {sddl} for {sid_name(directory, sid)} ({sid})")
+        lines.append(f"  membership: {ARROW.join(chain) if chain else _no_chain(directory, account, sid)}")
+        for denial in members:
+            index = denial.decision.index
+            lines.append(f"  on {denial.target.name} ({denial.target.dn}), ACE #{index}")
+            records.append(
+                {
+                    "object": denial.target.dn,
+                    "server": denial.target.name,
+                    "ace_index": index,
+                    "ace": sddl,
+                    "trustee": sid_name(directory, sid),
+                    "trustee_sid": sid,
+                    "chain": chain,
+                }
+            )
+    lines += [f"- could not be judged: {u}" for u in unreadable] + [f"- note: {n}" for n in notes]
+    fix = _acl01_fix(directory, caller, account, cn, denials)
+    return Verdict.failed("\n".join(lines), fix, account=who, right=cn, denied=records, unreadable=unreadable)
+
+
+def _no_chain(directory: Directory, account: Principal, sid: str) -> str:
+    if sid == account.sid:
+        return f"the ACE names {display_name(account)} itself"
+    return f"every network logon carries {sid_name(directory, sid)}"
+
+
+def _acl01_fix(
+    directory: Directory, caller: ExchangeServer, account: Principal, cn: str, denials: list[_Denial]
+) -> str:
+    """Cut each path into a denied group at its first link outside Exchange's own memberships.
+
+    Judgment: the computer's default memberships are Exchange Servers and Exchange Trusted Subsystem, and Exchange
+    nests its own groups inside its security-groups container (e.g. Exchange Trusted Subsystem in Exchange Windows
+    Permissions). The first link leaving those is the one someone added: for EX02$ -> Server Operators Team ->
+    Domain Admins that is EX02$ in Server Operators Team (removing it touches no one else); for seed 000's
+    EX02$ -> Exchange Trusted Subsystem -> Domain Admins it is Exchange Trusted Subsystem in Domain Admins (every
+    Exchange server was affected). A deny on a SID that is not reached through groups is removed as an ACE."""
+    exchange_dns = {
+        directory.well_known_groups.get(k, "").lower() for k in ("exchange_servers", "exchange_trusted_subsystem")
+    }
+    containers = {dn.split(",", 1)[-1] for dn in exchange_dns if dn}
+    commands: list[str] = []
+    membership_changed = False
+    for denial in denials:
+        for _, ace in denial.others:
+            assert ace.sid is not None
+            chain = membership_chain(directory, account.dn, ace.sid)
+            link = _first_foreign_link(chain, exchange_dns, containers, ace.sid)
+            if link is None:
+                commands.append(_remove_ace(directory, denial.target, ace, cn))
+                continue
+            member, group = link
+            membership_changed = True
+            who = display_name(member)
+            if is_primary_group_link(member, group):
+                # Remove-ADGroupMember cannot drop a primary group; make Domain Computers primary again.
+                commands.append(f'Add-ADGroupMember -Identity "Domain Computers" -Members "{who}"')
+                commands.append(f'Set-ADComputer -Identity "{who}" -Replace @{{primaryGroupID=515}}')
+            else:
+                commands.append(f'Remove-ADGroupMember -Identity "{group.name}" -Members "{who}" -Confirm:$false')
+    lines = list(dict.fromkeys(commands))  # each command once, in order
+    if membership_changed:
+        lines.append(f"# then restart {caller.name} so its computer token drops the group, and confirm:")
+        lines.append(f"gpresult /scope computer /r    # on {caller.name}: no group named by the deny entries below")
+    else:
+        lines.append("# then confirm:")
+    lines.append(SEED_000_CHECK.format(server=denials[0].target.name))
+    return "\n".join(lines)
+
+
+def _first_foreign_link(
+    chain: list[Principal], exchange_dns: set[str], containers: set[str], trustee_sid: str
+) -> tuple[Principal, Principal] | None:
+    for member, group in pairwise(chain):
+        dn = group.dn.lower()
+        exchange_nesting = member.dn.lower().split(",", 1)[-1] in containers and dn.split(",", 1)[-1] in containers
+        if dn in exchange_dns or (exchange_nesting and group.sid != trustee_sid):
+            continue
+        return member, group
+    return None
+
+
+def _remove_ace(directory: Directory, target: ExchangeServer, ace: Ace, cn: str) -> str:
+    user = qualified_name(directory, ace.sid or "")
+    command = f'-User "{user}" -Deny -AccessRights ExtendedRight -ExtendedRights "{cn}"'
+    if not ace.inherited:
+        return f'Remove-ADPermission -Identity "{target.name}" {command}'
+    # Inherited: it has to go where it is set. The organization container is where setup writes its ACEs.
+    return (
+        f"# {ace.to_sddl(directory.domain_sid)} on {target.name} is inherited; remove it where it is set, "
+        f'e.g. the organization container:\nRemove-ADPermission -Identity "{directory.org_dn}" {command} '
+        "-InheritanceType All"
+    )
+
+
+# --- ACL-02 / ACL-03 -------------------------------------------------------------------------------------------
+
+
+def exchange_servers_hold_right(directory: Directory, server: ExchangeServer, right_cn: str) -> Verdict:
+    """ACL-02 (ms-Exch-EPI-Token-Serialization) / ACL-03 (ms-Exch-EPI-Impersonation): the Exchange Servers group
+    holds the right on this Mailbox/Client Access server's object (seed 002)."""
+    if not (server.is_mailbox or server.is_client_access):
+        return Verdict.not_applicable(f"{server.name} has neither the Mailbox nor the Client Access role")
+    cn, guid = right_guid(directory, right_cn)
+    es_dn = well_known_dn(directory, "exchange_servers")
+    group = principal_by_dn(directory, es_dn)
+    if group is None:
+        raise FactUnavailable(f"the Exchange Servers group {es_dn} was not collected (its SID is needed)")
+    token = principal_token(directory, group)
+    descriptor = _descriptor(server)
+    decision = check_right(descriptor, token, guid)
+    name = group.name
+    notes = _unevaluated_note(server, decision)
+    if decision.allowed:
+        how = decision.reason if decision.ace is None else _ace_text(directory, decision.index or 0, decision.ace)
+        evidence = "\n".join([f"{name} holds {cn} on {server.dn}: {how}.", *notes])
+        return Verdict.passed(evidence, object=server.dn, right=cn, ace=how)
+    lines = [f"{name} ({group.sid}) does not hold {cn} on {server.dn}:"]
+    commands = []
+    if decision.outcome == "denied" and decision.ace is not None and decision.index is not None:
+        lines.append(
+            f"- {_ace_text(directory, decision.index, decision.ace)} denies it to "
+            f"{sid_name(directory, decision.ace.sid or '')} ({decision.ace.sid}) ahead of any allow"
+        )
+        later = [i for i, a in applicable_aces(descriptor, token, guid) if a.ace_type.kind == "allow"]
+        lines.append(f"- allowed further down by ACE #{', #'.join(map(str, later))}" if later else "- no ACE allows it")
+        commands += _acl02_deny_fix(directory, server, group, decision.ace, cn)
+    else:
+        lines += _explain_not_granted(directory, descriptor, token, guid, decision)
+    lines += notes
+    domain = netbios_domain(directory)
+    commands.append(
+        f'Add-ADPermission -Identity "{server.name}" -User "{domain}\\{name}" '
+        f'-AccessRights ExtendedRight -ExtendedRights "{cn}"'
+    )
+    commands.append(f"iisreset    # on {server.name}, from an elevated prompt")
+    details = {"object": server.dn, "right": cn, "outcome": decision.outcome, "protected": descriptor.dacl_protected}
+    if decision.ace is not None:
+        details["ace"] = decision.ace.to_sddl(directory.domain_sid)
+    return Verdict.failed("\n".join(lines), "\n".join(commands), **details)
+
+
+def _acl02_deny_fix(directory: Directory, server: ExchangeServer, group: Principal, ace: Ace, cn: str) -> list[str]:
+    commands = []
+    chain = membership_chain(directory, group.dn, ace.sid or "")
+    if len(chain) >= 2:
+        # Exchange Servers nested into a denied group: undo the nesting (it hurts every object, not only this one).
+        commands.append(f'Remove-ADGroupMember -Identity "{chain[1].name}" -Members "{group.name}" -Confirm:$false')
+    if not ace.inherited:
+        # An explicit deny precedes an explicit allow in canonical order: the allow below would not win.
+        commands.append(
+            f'Remove-ADPermission -Identity "{server.name}" -User "{qualified_name(directory, ace.sid or "")}"'
+            f' -Deny -AccessRights ExtendedRight -ExtendedRights "{cn}"'
+        )
+    else:
+        commands.append("# the deny is inherited: the explicit allow added below is evaluated ahead of it")
+    return commands
+
+
+def _explain_not_granted(
+    directory: Directory, descriptor: SecurityDescriptor, token: frozenset[str], guid: str, decision: AccessDecision
+) -> list[str]:
+    lines = [f"- {decision.reason}"]
+    dacl = descriptor.dacl.aces if descriptor.dacl is not None else ()
+    # Everyone / Authenticated Users allows (read access on every object) are not "for the group": leave them out.
+    own = token - NETWORK_LOGON_SIDS
+    near = [(i, a) for i, a in enumerate(dacl) if a.sid in own and a.ace_type.kind == "allow"]
+    if near:
+        lines.append(
+            "- allow ACEs for the group exist but none covers the right on this object: "
+            + ", ".join(_ace_text(directory, i, a) + (" inherit-only" if a.inherit_only else "") for i, a in near)
+        )
+    else:
+        lines.append("- no allow ACE for the group at all")
+    org_allow = _org_inheritable_allow(directory, token, guid)
+    if descriptor.dacl_protected:
+        dropped = f"; the organization container grants it inheritably with {org_allow}, and the protection dropped it"
+        lines.append(
+            "- the DACL is protected (SE_DACL_PROTECTED: inheritance disabled), so nothing is inherited"
+            + (dropped if org_allow else "")
+        )
+    elif org_allow:
+        lines.append(
+            f"- the DACL inherits and the organization container grants it with {org_allow}, but the "
+            "inherited allow is not on this object (a parent container may block it)"
+        )
+    else:
+        lines.append(
+            "- the organization container does not grant it inheritably either (setup's default allow is gone)"
+        )
+    return lines
+
+
+def _org_inheritable_allow(directory: Directory, token: frozenset[str], guid: str) -> str | None:
+    if directory.org_security_descriptor is None:
+        return None
+    try:
+        org = parse_descriptor(directory.org_security_descriptor, what=directory.org_dn)
+    except DescriptorError:
+        return None
+    for ace in org.dacl.aces if org.dacl is not None else ():
+        if ace.sid in token and ace.flags & CONTAINER_INHERIT_ACE and covers_right(ace, guid):
+            if ace.ace_type.kind == "deny":
+                return None
+            return ace.to_sddl(directory.domain_sid)
+    return None
+
+
+# --- GRP-01 ----------------------------------------------------------------------------------------------------
+
+
+def exchange_group_membership(directory: Directory, server: ExchangeServer) -> Verdict:
+    """GRP-01: the computer account is in Exchange Servers and Exchange Trusted Subsystem, directly or nested."""
+    if server.is_edge:
+        return Verdict.not_applicable(f"{server.name} is an Edge server: no computer account in the domain")
+    try:
+        account = computer_account(directory, server.name)
+    except NoComputerAccount as err:
+        raise FactUnavailable(str(err)) from None
+    who = display_name(account)
+    reached = {g.dn.lower(): g for g in transitive_groups(directory, account)}
+    found, missing = [], []
+    for role in ("exchange_servers", "exchange_trusted_subsystem"):
+        dn = well_known_dn(directory, role)
+        name = group_name(directory, dn)
+        if dn.lower() in reached:
+            chain = membership_chain(directory, account.dn, reached[dn.lower()].sid)
+            found.append(
+                f"{name} ({'directly' if len(chain) == 2 else 'via ' + ARROW.join(p.name for p in chain[1:-1])})"
+            )
+        else:
+            missing.append((name, dn))
+    if not missing:
+        return Verdict.passed(f"{who} is a member of " + " and ".join(found) + ".", account=who)
+    lines = [f"{who} is not a member of {name} ({dn})" for name, dn in missing]
+    if found:
+        lines.append("member of " + ", ".join(found))
+    unresolved = unresolved_groups(directory, account)
+    if unresolved:
+        lines.append("not collected, so not followed: " + "; ".join(unresolved))
+    fix = [f'Add-ADGroupMember -Identity "{name}" -Members "{who}"' for name, _ in missing]
+    fix.append(f"# then restart {server.name} so its computer token carries the group")
+    return Verdict.failed("\n".join(lines), "\n".join(fix), account=who, missing=[dn for _, dn in missing])
