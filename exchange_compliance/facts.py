@@ -132,6 +132,8 @@ class Directory:
     auth_config: AuthConfig | None
     virtual_directories: tuple[VirtualDirectory, ...]
     domain_sid: str | None = None
+    # nETBIOSName of the domain's crossRef in CN=Partitions: the DOMAIN of DOMAIN\name in fixes
+    netbios_domain: str | None = None
 
     def server(self, name: str) -> ExchangeServer:
         for server in self.servers:

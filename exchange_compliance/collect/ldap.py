@@ -158,7 +158,17 @@ class DirectoryReader:
             auth_config=self._auth_config(org_dn),
             virtual_directories=self._virtual_directories(org_dn),
             domain_sid=domain_sid,
+            netbios_domain=self._netbios_domain(configuration_dn, domain_dn),
         )
+
+    def _netbios_domain(self, configuration_dn: str, domain_dn: str) -> str | None:
+        entries = self._search(
+            f"CN=Partitions,{configuration_dn}",
+            f"(&(objectClass=crossRef)(nCName={escape_filter_chars(domain_dn)}))",
+            ldap3.LEVEL,
+            ["nETBIOSName"],
+        )
+        return _text(entries[0], "nETBIOSName") if entries else None
 
     def _extended_rights(self, configuration_dn: str) -> dict[str, str]:
         wanted = "".join(f"(cn={name})" for name in values.EXTENDED_RIGHTS)

@@ -315,8 +315,10 @@ def group_name(directory: Directory, dn: str) -> str:
 
 
 def netbios_domain(directory: Directory) -> str:
-    """The NetBIOS domain name for DOMAIN\\name in fixes. Limitation: taken as the first DC= label of domain_dn
-    upper-cased, which is the default but not guaranteed (the real value is nETBIOSName under CN=Partitions)."""
+    """The NetBIOS domain name for DOMAIN\\name in fixes: nETBIOSName as read from CN=Partitions, else (old
+    evidence files) the first DC= label upper-cased, which is the default but not guaranteed."""
+    if directory.netbios_domain:
+        return directory.netbios_domain
     for rdn in directory.domain_dn.split(","):
         key, _, value = rdn.strip().partition("=")
         if key.lower() == "dc":
