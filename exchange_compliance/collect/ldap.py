@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import warnings
 from collections.abc import Iterable
 
 import ldap3
@@ -68,14 +69,17 @@ def open_connection(config: OrgConfig, credentials: Credentials) -> ldap3.Connec
             password=credentials.password,
             authentication=ldap3.SIMPLE,
             read_only=True,
-            receive_timeout=settings.timeout_seconds,
+            receive_timeout=max(1, round(settings.timeout_seconds)),  # ldap3 packs it as an int
             raise_exceptions=False,
             collect_usage=True,
         )
         try:
-            connection.open()
-            if settings.tls == "starttls" and not connection.start_tls():
-                raise LDAPException(f"StartTLS refused: {connection.result.get('description')}")
+            with warnings.catch_warnings():
+                # ldap3 2.9 checks the name with ssl.match_hostname: deprecated, still exact; not the admin's concern.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                connection.open()
+                if settings.tls == "starttls" and not connection.start_tls():
+                    raise LDAPException(f"StartTLS refused: {connection.result.get('description')}")
             if not connection.bind():
                 raise LDAPException(f"bind as {credentials.user} refused: {connection.result.get('description')}")
         except LDAPException as exc:

@@ -23,7 +23,7 @@ def fetch_certificate(host: str, address: str, port: int, timeout: float) -> Han
     context.verify_mode = ssl.CERT_NONE
     # Old back ends (Exchange 2013 on Server 2012) may still speak TLS 1.0; seeing their certificate matters
     # more here than the protocol version, which is not what this probe judges.
-    context.minimum_version = ssl.TLSVersion.TLSv1
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
     context.set_ciphers("DEFAULT:@SECLEVEL=0")
     try:
         with (

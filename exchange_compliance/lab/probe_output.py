@@ -19,11 +19,6 @@ from .certs import dns_name_list, windows_name
 IIS_APP_ID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"
 BACKEND_SITE = "Exchange Back End"
 FRONTEND_SITE = "Default Web Site"
-# `$_` of the exception Import-Module throws where IIS is not installed (Edge Transport servers).
-NO_WEBADMINISTRATION = (
-    "The specified module 'WebAdministration' was not loaded because no valid module file was found in any "
-    "module directory."
-)
 # What netsh prints (after its header) when http.sys has no binding for the ipport: ERROR_FILE_NOT_FOUND.
 NETSH_NOT_FOUND = "The system cannot find the file specified."
 
@@ -69,9 +64,6 @@ def render_probe_output(state: ServerState) -> str:
 
 
 def probe_document(state: ServerState) -> dict:
-    if not state.has_iis:
-        # probe.ps1 catches the Import-Module failure and prints only the error.
-        return {"probe": 1, "error": NO_WEBADMINISTRATION}
     document: dict = {"probe": 1, "computer": state.computer_name, "boot": state.boot}
     # Cert:\LocalMachine\My lists certificates in the order of their registry keys: by thumbprint.
     document["certificates"] = [_certificate(entry) for entry in sorted(state.store, key=lambda e: e.thumbprint)]
@@ -84,7 +76,10 @@ def probe_document(state: ServerState) -> dict:
 
 
 def site_bindings(state: ServerState) -> list[dict]:
-    """Get-WebBinding of both sites, as probe.ps1 shapes them; http bindings have empty hash and store."""
+    """Get-WebBinding of both sites, as probe.ps1 shapes them; http bindings have empty hash and store.
+    Without IIS (Edge) probe.ps1 skips Get-WebBinding: no bindings at all."""
+    if not state.has_iis:
+        return []
 
     def binding(site: str, protocol: str, info: str, thumb: str | None = None) -> dict:
         return {
