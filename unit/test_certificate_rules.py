@@ -31,13 +31,12 @@ from exchange_compliance.facts import (
 )
 from exchange_compliance.judge.certificates import (
     CertificateError,
-    available,
     certificate_info,
     dns_name_matches,
     find_in_store,
     thumbprint_of,
 )
-from exchange_compliance.judge.verdict import FactUnavailable
+from exchange_compliance.judge.verdict import FactUnavailable, available
 
 # --- factory -----------------------------------------------------------------------------------------
 

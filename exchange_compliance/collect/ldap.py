@@ -80,8 +80,8 @@ def open_connection(config: OrgConfig, credentials: Credentials) -> ldap3.Connec
                 connection.open()
                 if settings.tls == "starttls" and not connection.start_tls():
                     raise LDAPException(f"StartTLS refused: {connection.result.get('description')}")
-            if not connection.bind():
-                raise LDAPException(f"bind as {credentials.user} refused: {connection.result.get('description')}")
+                if not connection.bind():
+                    raise LDAPException(f"bind as {credentials.user} refused: {connection.result.get('description')}")
         except LDAPException as exc:
             failures.append(f"{host}:{settings.port}: {_reason(exc)}")
             connection.unbind()

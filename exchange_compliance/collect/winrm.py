@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import requests
 import requests.adapters
 from winrm.exceptions import WinRMError, WinRMTransportError
@@ -55,6 +57,8 @@ def open_protocol(host: str, config: OrgConfig, credentials: Credentials) -> Pro
 def run_probe(host: str, config: OrgConfig, credentials: Credentials) -> ServerProbe:
     """Run the probe on `host` (the server's FQDN) and parse its document; ProbeFailed says why not."""
     command, arguments = probe_command()
+    address = config.address_of(host)
+    where = f"{host}:{config.winrm.port}" if address == host else f"{host} ({address}:{config.winrm.port})"
     try:
         protocol = open_protocol(host, config, credentials)
         shell = protocol.open_shell(codepage=65001)
@@ -65,9 +69,9 @@ def run_probe(host: str, config: OrgConfig, credentials: Credentials) -> ServerP
         finally:
             protocol.close_shell(shell)
     except WinRMTransportError as exc:
-        raise ProbeFailed(f"WinRM refused: HTTP {exc.code}: {_first_line(exc.response_text)}") from None
+        raise ProbeFailed(f"WinRM to {where}: HTTP {exc.code}: {_first_line(exc.response_text)}") from None
     except (WinRMError, requests.RequestException, OSError) as exc:
-        raise ProbeFailed(f"WinRM to {host}:{config.winrm.port} failed: {_first_line(str(exc))}") from None
+        raise ProbeFailed(f"WinRM to {where}: {network_reason(exc)}") from None
     if exit_code != 0:
         message = _first_line(stderr.decode("utf-8", errors="replace")) or f"exit code {exit_code}"
         raise ProbeFailed(f"the probe failed on {host}: {message}")
@@ -75,6 +79,20 @@ def run_probe(host: str, config: OrgConfig, credentials: Credentials) -> ServerP
         return parse_probe_output(stdout)
     except ProbeError as exc:
         raise ProbeFailed(str(exc)) from None
+
+
+def network_reason(exc: BaseException) -> str:
+    """The reason an admin needs, not urllib3's retry report: 'Connection refused', 'timed out', ..."""
+    text = str(exc)
+    if isinstance(exc, requests.Timeout):
+        return "no answer within the WinRM read timeout"
+    verify = re.search(r"certificate verify failed: ([^(\"')]+)", text)
+    if verify:
+        return f"certificate verify failed: {verify.group(1).strip()}"
+    errno = re.search(r"\[Errno -?\d+\] ([^\"')]+)", text)
+    if errno:
+        return errno.group(1).strip()
+    return _first_line(text)
 
 
 def _first_line(text: str | None) -> str:

@@ -14,7 +14,6 @@ from ..collect.probe import normalize_thumbprint
 from ..facts import AuthConfig, Directory, ExchangeServer, ServerProbe, Unavailable, Version
 from .certificates import (
     CertificateInfo,
-    available,
     find_in_store,
     format_age,
     format_time,
@@ -22,7 +21,7 @@ from .certificates import (
     store_info,
     utc,
 )
-from .verdict import FactUnavailable, Verdict
+from .verdict import FactUnavailable, Verdict, available
 
 AUTH_NAME = "Microsoft Exchange Server Auth Certificate"
 EXCHANGE_2016_CU6 = Version(15, 1, 1034)

@@ -14,13 +14,12 @@ from ..facts import ExchangeServer, Handshake, ServerProbe, SiteBinding, SslCert
 from .certificates import (
     CertificateError,
     CertificateInfo,
-    available,
     certificate_info,
     dns_name_matches,
     find_in_store,
     store_info,
 )
-from .verdict import FactUnavailable, Verdict
+from .verdict import FactUnavailable, Verdict, available
 
 BACKEND_SITE = "Exchange Back End"
 BACKEND_IPPORT = "0.0.0.0:444"

@@ -235,13 +235,6 @@ def certificate_info(der: bytes) -> CertificateInfo:
 # --- facts: availability and store lookups -----------------------------------------------------------
 
 
-def available(fact: T | Unavailable) -> T:
-    """The fact itself, or FactUnavailable naming what could not be collected and why (the row is an error)."""
-    if isinstance(fact, Unavailable):
-        raise FactUnavailable(f"{fact.source} on {fact.server} unavailable: {fact.reason}")
-    return fact
-
-
 def find_in_store(probe: ServerProbe, thumbprint: str | None) -> StoreCertificate | None:
     """The store entry whose DER hashes to `thumbprint` (compared case- and space-insensitively)."""
     wanted = normalize_thumbprint(thumbprint)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+from ..facts import Unavailable
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -31,3 +36,10 @@ class Verdict:
 
 class FactUnavailable(Exception):
     """A fact a judge needs could not be collected (server unreachable, probe failed): the row is an error."""
+
+
+def available(fact: T | Unavailable) -> T:
+    """The fact itself, or FactUnavailable saying what could not be collected and why (the row is an error)."""
+    if isinstance(fact, Unavailable):
+        raise FactUnavailable(f"{fact.server}: {fact.reason}")
+    return fact

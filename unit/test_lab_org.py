@@ -1,0 +1,186 @@
+"""The whole path on the lab org: discovery, probes, the requirements, the reports, parallel runs, replay."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from lab_org import LAB_ROOT, REPO, lab_up, needs_lab, outcomes, row, run_suite
+
+from exchange_compliance.collect import collect_org
+from exchange_compliance.collect.ldap import DirectoryReader, open_connection
+from exchange_compliance.collect.probe import normalize_thumbprint
+from exchange_compliance.config import load_org_config
+from exchange_compliance.facts import ServerProbe
+from exchange_compliance.judge.certificates import thumbprint_of
+from exchange_compliance.lab import control
+from exchange_compliance.lab.scenario import load_scenario
+
+pytestmark = needs_lab
+
+SEEDS_FAILURES = {
+    ("ACL-01", "EX02"),  # seed 000
+    ("AUTH-02", "EX03"),  # seed 001
+    ("BE-02", "EX04"),  # seed 004
+    ("BE-03", "EX04"),
+    ("ACL-02", "EX05"),  # seed 002
+    ("ACL-03", "EX05"),
+    ("EWS-01", "EX06"),  # seed 002
+    ("AUTH-03", None),  # seed 003
+    ("AUTH-04", None),
+}
+
+
+@pytest.fixture(scope="module")
+def seeds_run(tmp_path_factory):
+    lab_up("seeds")
+    reports = tmp_path_factory.mktemp("reports")
+    status, results, output = run_suite(reports)
+    return status, results, output, reports
+
+
+def test_seeds_fail_exactly_where_each_article_planted_its_fault(seeds_run):
+    status, results, output, _ = seeds_run
+    assert status == 1, output
+    assert outcomes(results, "failed") == SEEDS_FAILURES
+    assert outcomes(results, "error") == set()
+    assert all(r["outcome"] == "passed" for r in results["rows"] if r["requirement"] == "GRP-01")
+
+
+def test_seed_000_shows_the_chain_and_the_link_to_cut(seeds_run):
+    _, results, _, _ = seeds_run
+    acl01 = row(results, "ACL-01", "EX02")
+    assert acl01["severity"] == "critical" and acl01["source"].startswith("KB 2898571")
+    assert "EX02$ → Server Operators Team → Domain Admins" in acl01["message"]
+    assert "(OD;CIID;CR;06386f89-befb-4e48-baa1-559fd9221f78;;" in acl01["message"]
+    assert 'Remove-ADGroupMember -Identity "Server Operators Team" -Members "EX02$"' in acl01["fix"]
+    assert "restart EX02" in acl01["fix"] and "gpresult /scope computer /r" in acl01["fix"]
+
+
+def test_seed_002_fix_names_the_real_domain_and_group(seeds_run):
+    _, results, _, _ = seeds_run
+    fix = row(results, "ACL-02", "EX05")["fix"]
+    assert '-User "LAB\\Exchange Servers"' in fix and "EX05" in fix and "iisreset" in fix
+    assert "protected" in row(results, "ACL-02", "EX05")["message"].lower()
+
+
+def test_seed_004_evidence_shows_the_presented_certificate_and_host_names(seeds_run):
+    _, results, _, _ = seeds_run
+    message = row(results, "BE-02", "EX04")["message"]
+    assert "mail.contoso.com" in message and "ex04.lab.contoso.test" in message.lower()
+
+
+def test_report_files_are_written_with_timestamped_copies(seeds_run):
+    _, results, _, reports = seeds_run
+    folder = reports / "lab"
+    html = (folder / "latest.html").read_text()
+    assert "ACL-01" in html and "Server Operators Team" in html
+    assert (folder / "latest-facts.json").exists()
+    assert len(list(folder.glob("2*.json"))) >= 2  # results and facts, timestamped
+    assert results["servers"] == ["EX01", "EX02", "EX03", "EX04", "EX05", "EX06"]
+
+
+def test_parallel_run_judges_the_same(seeds_run, tmp_path):
+    _, serial, _, _ = seeds_run
+    status, parallel, output = run_suite(tmp_path, "-n", "4")
+    assert status == 1, output
+
+    def comparable(results):
+        return sorted((r["requirement"], r["server"], r["outcome"], r["message"], r["fix"]) for r in results["rows"])
+
+    # The same facts are judged (collected once, handed to the workers): the rows are identical but the
+    # time of collection, which certificate ages are judged against.
+    assert [r[:3] for r in comparable(parallel)] == [r[:3] for r in comparable(serial)]
+    assert len(parallel["rows"]) == len(serial["rows"])
+
+
+def test_evidence_file_replays_to_the_same_rows(seeds_run, tmp_path):
+    _, results, _, reports = seeds_run
+    facts = reports / "lab" / "latest-facts.json"
+    command_status, replayed, output = run_suite(tmp_path, "--org-snapshot", str(facts))
+    assert command_status == 1, output
+    keep = ("requirement", "server", "outcome", "message", "fix")
+    assert [{k: r[k] for k in keep} for r in replayed["rows"]] == [{k: r[k] for k in keep} for r in results["rows"]]
+
+
+def test_healthy_org_passes_everywhere(tmp_path):
+    lab_up("healthy")
+    status, results, output = run_suite(tmp_path)
+    assert status == 0, output
+    assert outcomes(results, "failed", "error") == set()
+    edge_rows = [r for r in results["rows"] if r["server"] == "EDGE01"]
+    assert edge_rows and {r["outcome"] for r in edge_rows} <= {"passed", "not_applicable"}
+    assert outcomes(results, "not_applicable") and all(s == "EDGE01" for _, s in outcomes(results, "not_applicable"))
+
+
+def collect():
+    config = load_org_config(REPO / "orgs" / "lab.toml")
+    return collect_org(config)
+
+
+def test_discovery_finds_exactly_the_scenarios_servers_and_probes_each():
+    lab_up("seeds")
+    scenario = load_scenario("seeds")
+    facts = collect()
+    directory = facts.directory
+    assert [s.name for s in directory.servers] == [s.name for s in scenario.servers]
+    for spec in scenario.servers:
+        server = directory.server(spec.name)
+        assert server.fqdn == spec.fqdn
+        assert str(server.version) == spec.version
+        assert set(server.role_names) == set(spec.roles)
+        assert spec.name in directory.computers
+        probe = facts.probes[spec.name]
+        assert isinstance(probe, ServerProbe), probe
+        assert probe.computer_name == spec.name
+        # What 444 presents on the wire is the certificate the binding names.
+        (bound,) = [b.certificate_hash for b in probe.ssl_bindings if b.ip_port == "0.0.0.0:444"]
+        assert normalize_thumbprint(thumbprint_of(facts.handshakes[spec.name].der)) == bound
+
+
+def test_ldap_round_trips_do_not_grow_with_the_number_of_servers():
+    def searches(count: int) -> int:
+        lab_up("healthy", servers=count)
+        config = load_org_config(REPO / "orgs" / "lab.toml")
+        connection = open_connection(config, config.directory_credentials())
+        try:
+            directory = DirectoryReader(connection).read()
+            assert len(directory.servers) == count
+            return connection.usage.search_operations
+        finally:
+            connection.unbind()
+
+    assert searches(3) == searches(40)
+
+
+def test_unreachable_server_is_an_error_on_its_own_rows_only(tmp_path):
+    lab_up("unreachable")
+    started = time.monotonic()
+    status, results, output = run_suite(tmp_path)
+    assert time.monotonic() - started < 60
+    assert status == 1, output
+    errors = outcomes(results, "error")
+    assert errors and {server for _, server in errors} == {"EX02"}
+    assert outcomes(results, "failed") == set()
+    message = row(results, "BE-01", "EX02")["message"]
+    assert "ex02.lab.contoso.test" in message and "Connection refused" in message
+    # The slow server (1.5 s a response) is checked like the others.
+    assert {r["outcome"] for r in results["rows"] if r["server"] == "EX03"} == {"passed"}
+    assert results["unreachable"] == ["EX02"]
+
+
+def test_lab_down_stops_the_processes_up_started():
+    state = lab_up("healthy")
+    pids = [process["pid"] for process in state["processes"].values()]
+    control.down(LAB_ROOT, say=lambda _message: None)
+    assert control.status(LAB_ROOT) is None
+    assert not any(running(pid) for pid in pids)
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent has not reaped it yet
