@@ -186,6 +186,8 @@ def _pem_path(layout: LabLayout, thumb: str) -> Path:
 
 def run_command(state: ServerState, command_line: str, skip_cmd_shell: bool) -> CommandResult | None:
     """What the server gives for a command line: the probe's output for the suite's probe, else cmd.exe's refusal."""
+    # Every command is logged, so a test can show the suite ran nothing but its read-only probe.
+    log.info("%s command: %s", state.name, "probe" if is_probe_command(command_line) else command_line[:200])
     if not skip_cmd_shell and len(command_line) > CMD_LINE_LIMIT:
         return CommandResult("", LINE_TOO_LONG, 1)
     if is_probe_command(command_line):
