@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -184,3 +185,14 @@ def running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"  # a zombie has exited; only its parent has not reaped it yet
+
+
+def test_a_server_past_its_timeout_is_an_error_and_does_not_hold_up_the_others():
+    lab_up("unreachable")  # EX03 answers every WinRM message 1.5 s late: about 7 s for the whole probe
+    config = dataclasses.replace(load_org_config(REPO / "orgs" / "lab.toml"), server_timeout_seconds=3)
+    started = time.monotonic()
+    facts = collect_org(config)
+    assert time.monotonic() - started < 6
+    assert isinstance(facts.probes["EX01"], ServerProbe)
+    assert facts.probes["EX03"].reason == "no answer within the server timeout"
+    assert "Connection refused" in facts.probes["EX02"].reason
