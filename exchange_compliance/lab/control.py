@@ -109,7 +109,7 @@ def up(
     # Meets AD's default complexity rules; new for every up, never written in a config.
     password = f"Lab-{secrets.token_urlsafe(18)}-9a"
 
-    certificates = issue_certificates(scenario, now, layout.certs_dir)
+    certificates = issue_certificates(scenario, now, layout.certs_dir, key_cache=layout.cache_dir / "rsa-keys")
     current, previous, upcoming = certificates.auth_thumbprints()
     effective = scenario.auth.next_effective_days
     auth = AuthValues(current, previous, upcoming, now + timedelta(days=effective) if effective is not None else None)
