@@ -96,10 +96,12 @@ def test_parallel_run_judges_the_same(seeds_run, tmp_path):
     assert len(parallel["rows"]) == len(serial["rows"])
 
 
-def test_evidence_file_replays_to_the_same_rows(seeds_run, tmp_path):
+@pytest.mark.parametrize("workers", [None, "4"])
+def test_evidence_file_replays_to_the_same_rows_serial_or_parallel(seeds_run, tmp_path, workers):
     _, results, _, reports = seeds_run
     facts = reports / "lab" / "latest-facts.json"
-    command_status, replayed, output = run_suite(tmp_path, "--org-snapshot", str(facts))
+    parallel = ("-n", workers) if workers else ()
+    command_status, replayed, output = run_suite(tmp_path, "--org-snapshot", str(facts), *parallel)
     assert command_status == 1, output
     keep = ("requirement", "server", "outcome", "message", "fix")
     assert [{k: r[k] for k in keep} for r in replayed["rows"]] == [{k: r[k] for k in keep} for r in results["rows"]]
