@@ -10,6 +10,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# how many runs' files reports/<org>/ keeps unless [reports] keep says otherwise
+REPORTS_KEEP = 30
+
 
 class ConfigError(ValueError):
     """A config problem, with a message that names the file and the key."""
@@ -63,6 +66,7 @@ class OrgConfig:
     addresses: dict[str, str]
     max_workers: int
     server_timeout_seconds: float
+    reports_keep: int = REPORTS_KEEP  # the plugin prunes older runs' files; --keep-reports overrides
 
     def address_of(self, host: str) -> str:
         """The address to connect to for a host name: an override if the config has one, else the name itself."""
@@ -227,6 +231,7 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
     servers = root.table("servers")
     network = root.table("network")
     collection = root.table("collection")
+    reports = root.table("reports")
 
     tls = directory.choice("tls", ("ldaps", "starttls"), "ldaps")
     dc_servers = directory.strings("servers", None)  # type: ignore[arg-type]
@@ -281,8 +286,9 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
         addresses=addresses,
         max_workers=collection.integer("max_workers", 16, low=1, high=256),
         server_timeout_seconds=collection.number("server_timeout_seconds", 120),
+        reports_keep=reports.integer("keep", REPORTS_KEEP, low=1, high=10000),
     )
-    for section in (org, directory, winrm, backend, thresholds, servers, network, collection, root):
+    for section in (org, directory, winrm, backend, thresholds, servers, network, collection, reports, root):
         section.finish()
     return config
 

@@ -1,6 +1,12 @@
-"""What a cumulative update needs before it is installed (Practical365 2016; seed 001)."""
+"""What a cumulative update needs before it is installed (Practical365 2016; seed 001).
 
-from exchange_compliance.judge import backend
+GATE-01 runs in every run: an expired certificate bound in IIS is a defect whether or not a CU is planned.
+GATE-02 is about a target version, so it runs only in a CU gate run (`--gate --target-version BUILD`): the
+plugin collects tests that use the `target_version` fixture only then.
+"""
+
+from exchange_compliance.judge import auth, backend
+from exchange_compliance.judge.verdict import FactUnavailable, Verdict
 from exchange_compliance.plugin import requirement
 
 
@@ -9,3 +15,22 @@ def test_no_iis_bound_certificate_has_expired(server, probe, now, judge):
     """No certificate bound in IIS (443, 444) has expired: CU setup fails on it and leaves the server unusable."""
     verdict = judge(backend.iis_certificates_not_expired(server, probe, now))
     assert verdict.met, verdict.evidence
+
+
+@requirement("GATE-02")
+def test_target_version_does_not_break_oauth(directory, server, probe, probes, target_version, judge):
+    """With Exchange 2016 CU6 as the target: warn of the missing-OAuth-certificate break, fail when AUTH-02 fails."""
+    verdict = judge(_target_supported(directory, server, probe, probes, target_version))
+    assert verdict.met, verdict.evidence
+
+
+def _target_supported(directory, server, probe, probes, target):
+    try:
+        auth_02 = auth.auth_certificate_on_server(directory, server, probe, probes)
+    except FactUnavailable:
+        # AUTH-02 matters only for a 2016 server targeted at CU6; elsewhere GATE-02 is decided without it.
+        verdict = auth.cu_target_supported(server, probe, target, Verdict.not_applicable("AUTH-02 not checked"))
+        if verdict.details.get("warning"):
+            raise
+        return verdict
+    return auth.cu_target_supported(server, probe, target, auth_02)

@@ -1,7 +1,8 @@
 """Running the real suite against the lab org, as an admin would: `pytest tests_env --org lab`.
 
 The lab is the project's one running org (fixed loopback addresses and ports), so tests take it over:
-each brings it up with the scenario it needs, from the provisioned-directory cache in a few seconds.
+each brings it up with the scenario it needs, from the provisioned-directory cache in a few seconds. So lab
+tests run one at a time (not under xdist).
 """
 
 from __future__ import annotations
@@ -55,3 +56,9 @@ def outcomes(results: dict, *wanted: str) -> set[tuple[str, str | None]]:
 
 def row(results: dict, requirement: str, server: str | None) -> dict:
     return next(r for r in results["rows"] if r["requirement"] == requirement and r["server"] == server)
+
+
+def release_shared_lab() -> None:
+    """Stop the shared lab org, for tests that start a DC of their own on the same ports."""
+    if control.status(LAB_ROOT) is not None:
+        control.down(LAB_ROOT, say=lambda _message: None)

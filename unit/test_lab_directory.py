@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from lab_org import release_shared_lab
 
 from exchange_compliance.lab import directory
 from exchange_compliance.lab.layout import DC_ADDRESS, DC_HOST, DOMAIN, LabLayout
@@ -191,6 +192,7 @@ def dc_turn():
 
     with open(Path(tempfile.gettempdir()) / "exchange-compliance-lab-dc.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        release_shared_lab()  # the lab org other tests bring up holds the same ports
         yield
 
 

@@ -12,10 +12,11 @@ from datetime import datetime
 
 import pytest
 
-from ..catalog import catalog
-from ..facts import Directory, ExchangeServer, Handshake, OrgFacts, ServerProbe, Unavailable
+from ..catalog import SEVERITIES, Requirement, catalog, severity_rank
+from ..facts import Directory, ExchangeServer, Handshake, OrgFacts, ServerProbe, Unavailable, Version
 from ..judge.verdict import Verdict
-from . import html, results
+from . import gate, html, results, waivers
+from .history import DEFAULT_KEEP
 from .run import RUN, ComplianceRun
 
 VERDICT = pytest.StashKey[Verdict]()
@@ -35,6 +36,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--org-snapshot", metavar="FILE", help="judge the facts of an evidence file instead of collecting them live"
     )
     group.addoption("--reports-dir", default="reports", help="where reports/<org>/ is written (default: reports)")
+    group.addoption(
+        "--fail-on",
+        choices=SEVERITIES,
+        help="fail the run (exit 1) when a requirement of this severity or above fails or cannot be checked "
+        f"(default: {gate.DEFAULT_FAIL_ON})",
+    )
+    group.addoption(
+        "--gate", action="store_true", help="CU gate: add GATE-02 for --target-version and end with GO / NO-GO"
+    )
+    group.addoption(
+        "--target-version", metavar="BUILD", help='the cumulative update to gate: 15.1.2507.6 or a name, "2016 CU23"'
+    )
+    group.addoption(
+        "--waivers", metavar="FILE", help="the waivers file (default: orgs/<org>.waivers.toml when it exists)"
+    )
+    group.addoption(
+        "--keep-reports",
+        type=int,
+        metavar="N",
+        help=f"keep the files of the newest N runs in reports/<org>/ (default: [reports] keep, else {DEFAULT_KEEP})",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -49,12 +71,44 @@ def pytest_configure(config: pytest.Config) -> None:
     if not getattr(config.option, "htmlpath", None):
         config.option.htmlpath = str(run.report_dir / "latest.html")
         config.option.self_contained_html = True
+    # Likewise before junitxml's: JUnit XML for CI systems, with the requirement as a property of each case.
+    if not getattr(config.option, "xmlpath", None):
+        config.option.xmlpath = str(run.report_dir / "latest.xml")
     config.pluginmanager.register(html, "exchange-compliance-html")
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
+    # The terminal counts waived and not-applicable rows in the suite's words, not as xfailed / skipped.
+    row = next((value for key, value in report.user_properties if key == results.ROW_KEY), None)
+    if row is not None and row["outcome"] == "waived":
+        return "waived", "w", "WAIVED"
+    if row is not None and row["outcome"] == "not_applicable":
+        return "not applicable", "n", "N/A"
+    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if RUN not in config.stash and any(item.get_closest_marker("requirement") for item in items):
         raise pytest.UsageError("tests_env checks an org: give --org NAME (orgs/NAME.toml) or --org-snapshot FILE")
+    # The most severe requirements run first, so the report lists their failures first within each result.
+    items.sort(key=lambda item: -severity_rank(found.severity) if (found := _requirement_of(item)) else 0)
+    run = config.stash.get(RUN, None)
+    if run is not None and run.facts is None and run.unreachable_reason:
+        # Nothing to judge: the run ends with the reason in its report and exit status 6.
+        config.hook.pytest_deselected(items=items[:])
+        items.clear()
+        return
+    if run is not None and run.target is None:
+        # Requirements about a target version (GATE-02) exist only in a CU gate run.
+        gated = [item for item in items if "target_version" in getattr(item, "fixturenames", ())]
+        if gated:
+            config.hook.pytest_deselected(items=gated)
+            items[:] = [item for item in items if item not in gated]
+
+
+def _requirement_of(item: pytest.Item) -> Requirement | None:
+    marker = item.get_closest_marker("requirement")
+    return catalog().get(marker.args[0]) if marker else None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -72,7 +126,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
     if marker is not None and (report.when == "call" or report.outcome != "passed"):
         server = item.callspec.params.get("server") if hasattr(item, "callspec") else None
         row = results.row(marker.args[0], server, report, call, item.stash.get(VERDICT, None))
+        run = item.config.stash.get(RUN, None)
+        if run is not None:
+            row = waivers.apply(row, run.waivers, run.today)
+        if row["outcome"] == "waived":
+            # A known, acknowledged finding: pytest counts it as an expected failure, so it fails nothing.
+            waiver = row["details"]["waiver"]
+            report.outcome = "skipped"
+            report.wasxfail = f"waived until {waiver['expires']}: {waiver['justification']}"  # type: ignore[attr-defined]
         report.user_properties.append((results.ROW_KEY, row))
+        # On the item, not this report: junitxml takes a test case's properties from its last report.
+        for name in ("requirement", "title", "server", "severity", "outcome"):
+            item.user_properties.append((name, row[name] or ""))
         html.add_evidence(report, row)
     return report
 
@@ -124,6 +189,15 @@ def probe(org: OrgFacts, server: ExchangeServer) -> ServerProbe | Unavailable:
 @pytest.fixture
 def handshake(org: OrgFacts, server: ExchangeServer) -> Handshake | Unavailable:
     return org.handshakes.get(server.name) or Unavailable("tls", server.name, "no TLS handshake was made")
+
+
+@pytest.fixture(scope="session")
+def target_version(request: pytest.FixtureRequest) -> Version:
+    """The build a CU gate run checks against (--gate --target-version); tests using it run only then."""
+    run = request.config.stash[RUN]
+    if run.target is None:
+        raise pytest.UsageError("this requirement needs --gate --target-version")
+    return run.target.version
 
 
 @pytest.fixture

@@ -1,6 +1,13 @@
-"""pytest-html hooks: requirement, server and severity columns, and each row's evidence and fix.
+"""pytest-html hooks: the summary on top, one table row per requirement and server, evidence and fix under it.
 
-Every value that came from AD or a server is escaped: a server or group name can contain markup.
+Columns: result, requirement (ID and title), server, severity. pytest-html filters and sorts on its own result
+words, so a waived row stays "XFailed" and a not-applicable one "Skipped" underneath, relabelled for the reader
+(the filter labels here, the result cell through CSS and a data-outcome attribute). Failing rows open expanded;
+passed, not-applicable and waived rows collapsed. pytest's traceback is dropped except for a check that broke:
+the evidence says it better, and a 200-server report stays quick to open.
+
+Every value that came from AD, a server or the waivers file is escaped: a server or group name can contain
+markup.
 """
 
 from __future__ import annotations
@@ -9,7 +16,22 @@ from html import escape
 
 import pytest
 
+from . import fixplan
+from . import summary as sections
 from .results import ROW_KEY
+from .run import RUN
+
+RELABEL = """<style>
+td.col-result[data-outcome]{font-size:0}
+td.col-result[data-outcome]::before{content:attr(data-outcome);font-size:12px}
+td.col-result[data-outcome]::after{font-size:12px}
+td.col-result[data-outcome="Waived"]{color:#6a1b9a}td.col-result[data-outcome="Not applicable"]{color:#999}
+td.col-result[data-outcome="Not checked"]{color:#e65100}
+.logwrapper:not(:has(.log)){display:none}
+body{display:flex;flex-direction:column}h1{order:-2}.summary{order:-1}#environment-header,#environment{order:1}
+</style>"""
+# What the result cell says, over pytest-html's word (which its filters and sorting need underneath).
+SAYS = {"waived": "Waived", "not_applicable": "Not applicable", "error": "Not checked"}
 
 
 def _row(report: pytest.TestReport) -> dict | None:
@@ -17,20 +39,73 @@ def _row(report: pytest.TestReport) -> dict | None:
 
 
 def pytest_html_report_title(report: object) -> None:
-    report.title = "exchange-compliance"  # type: ignore[attr-defined]
+    # `report` is pytest-html's ReportData: the title, the filter labels and which outcomes open collapsed.
+    run = report.config.stash.get(RUN, None)  # type: ignore[attr-defined]
+    report.title = f"exchange-compliance: {run.org_name}" if run else "exchange-compliance"  # type: ignore[attr-defined]
+    outcomes = report.outcomes  # type: ignore[attr-defined]
+    outcomes["xfailed"]["label"] = "Waived"
+    outcomes["skipped"]["label"] = "Not applicable"
+    if report.config.getini("render_collapsed") == "passed":  # type: ignore[attr-defined]  # the default: ours
+        report.set_data("renderCollapsed", ["passed", "skipped", "xfailed"])  # type: ignore[attr-defined]
 
 
 def pytest_html_results_table_header(cells: list[str]) -> None:
-    cells.insert(1, '<th class="sortable" data-column-type="requirement">Requirement</th>')
-    cells.insert(2, '<th class="sortable" data-column-type="server">Server</th>')
-    cells.insert(3, '<th class="sortable" data-column-type="severity">Severity</th>')
+    result = cells[0]
+    cells[:] = [
+        result,
+        '<th class="sortable" data-column-type="requirement">Requirement</th>',
+        '<th class="sortable" data-column-type="server">Server</th>',
+        '<th class="sortable" data-column-type="severity">Severity</th>',
+    ]
 
 
 def pytest_html_results_table_row(report: pytest.TestReport, cells: list[str]) -> None:
-    row = _row(report) or {}
-    cells.insert(1, f'<td class="col-requirement">{escape(str(row.get("requirement", "")))}</td>')
-    cells.insert(2, f'<td class="col-server">{escape(str(row.get("server") or "(org)"))}</td>')
-    cells.insert(3, f'<td class="col-severity">{escape(str(row.get("severity", "")))}</td>')
+    row = _row(report)
+    result = cells[0]
+    if row is None:  # not a requirement (a collection error, a helper test): name it by its test ID
+        cells[:] = [result, f'<td class="col-requirement">{escape(report.nodeid)}</td>', "<td></td>", "<td></td>"]
+        return
+    requirement = f"<b>{escape(row['requirement'])}</b> {escape(row['title'])}"
+    if row["outcome"] in SAYS:
+        result = result.replace(
+            '<td class="col-result">', f'<td class="col-result" data-outcome="{SAYS[row["outcome"]]}">'
+        )
+    cells[:] = [
+        result,
+        f'<td class="col-requirement">{_one_line(requirement)}</td>',
+        f'<td class="col-server">{_one_line(escape(row.get("server") or "(org)"))}</td>',
+        f'<td class="col-severity">{escape(row["severity"])}</td>',
+    ]
+
+
+def _one_line(html: str) -> str:
+    # pytest-html reads a sortable cell's value with a single-line pattern.
+    return html.replace("\r", " ").replace("\n", " ")
+
+
+def pytest_html_results_table_html(report: pytest.TestReport, data: list[str]) -> None:
+    row = _row(report)
+    if row is not None and not row.get("details", {}).get("exception"):
+        data.clear()
+
+
+def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: list[str], session: object) -> None:
+    run = session.config.stash.get(RUN, None)  # type: ignore[attr-defined]
+    if run is None or not run.is_controller:
+        return
+    outcome = run.finish()
+    prefix.extend(
+        [sections.STYLE, RELABEL, sections.headline(outcome.line, outcome.verdict.failed, outcome.unreachable)]
+    )
+    prefix.append(sections.facts_table(sections.run_facts(run)))
+    if outcome.rows:
+        prefix.append(f'<p id="counts">{escape(sections.counts(outcome.rows, run.fail_on))}</p>')
+    prefix.append(sections.warnings_list(outcome.rows))
+    if run.facts is not None:
+        prefix.append(sections.grid(outcome.rows, list(run.facts.checked)))
+        postfix.append(sections.changes(outcome.changes))
+        postfix.append(sections.waivers(outcome.waivers, str(run.waivers_path) if run.waivers_path else None))
+        postfix.append(fixplan.html(outcome.rows, outcome.fix_plan.name if outcome.fix_plan else None))
 
 
 def add_evidence(report: pytest.TestReport, row: dict) -> None:
@@ -41,15 +116,24 @@ def add_evidence(report: pytest.TestReport, row: dict) -> None:
 
 
 def evidence_html(row: dict) -> str:
-    parts = [
-        f'<div class="excomp-row excomp-{escape(row["outcome"])}">',
-        f"<p><b>{escape(row['requirement'])}</b> {escape(row['title'])} "
-        f"<i>({escape(row['severity'])}; {escape(row['source'])})</i></p>",
-        f"<p><b>Outcome:</b> {escape(row['outcome'])}</p>",
-    ]
-    if row.get("message"):
-        parts.append(f"<p><b>Evidence</b></p><pre>{escape(row['message'])}</pre>")
+    outcome = row["outcome"]
+    parts = [f'<div class="excomp-row excomp-{escape(outcome)}">']
+    details = row.get("details") or {}
+    waiver = details.get("waiver") or details.get("expired_waiver")
+    if waiver:
+        expires, who = escape(str(waiver["expires"])), escape(str(waiver["approved_by"] or "(not recorded)"))
+        if outcome == "waived":
+            lead = f"<b>Waived</b> until {expires}, approved by {who}"
+        else:
+            lead = f"<b>A waiver expired</b> on {expires} (approved by {who}): the row counts again"
+        parts.append(f"<p>{lead}. Justification: {escape(str(waiver['justification']))}</p>")
+    if outcome in ("passed", "not_applicable") and not details.get("warning"):
+        # Kept short: there are thousands of these in a large org, and nobody reads them first.
+        parts.append(f"<p>{escape(row['message'])} <i>Source: {escape(row['source'])}</i></p></div>")
+        return "".join(parts)
+    label = "Not checked" if outcome == "error" else "Evidence"
+    parts.append(f"<p><b>{label}</b></p><pre>{escape(row['message'])}</pre>")
     if row.get("fix"):
-        parts.append(f"<p><b>Fix</b></p><pre>{escape(row['fix'])}</pre>")
-    parts.append("</div>")
+        parts.append(f'<p class="excomp-fix-title"><b>Fix</b></p><pre class="excomp-fix">{escape(row["fix"])}</pre>')
+    parts.append(f"<p><i>Source: {escape(row['source'])}</i></p></div>")
     return "\n".join(parts)

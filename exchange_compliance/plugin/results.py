@@ -1,8 +1,9 @@
 """Result rows: one per requirement and server, the same in the JSON, the HTML report and the terminal.
 
 The row schema is stable (other tools read latest.json): requirement, title, server, outcome, severity,
-message, fix, source. Outcomes: passed, failed, error (the fact could not be collected, or the check
-itself broke), not_applicable.
+message, fix, source, details. Outcomes: failed, error (the fact could not be collected, or the check
+itself broke), waived (failed or error, acknowledged by a waiver: details["waiver"] says by whom and until
+when), passed, not_applicable.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from ..catalog import catalog
+from ..catalog import catalog, severity_rank
 from ..facts import ExchangeServer, OrgFacts, Unavailable
 from ..judge.verdict import FactUnavailable, Verdict
 
 ROW_KEY = "exchange_compliance_row"
 SCHEMA = "exchange-compliance-results/1"
-OUTCOMES = ("failed", "error", "passed", "not_applicable")
+OUTCOMES = ("failed", "error", "waived", "passed", "not_applicable")
+# What still needs someone's attention: a failure, or a requirement that could not be checked.
+FAILING = ("failed", "error")
 
 
 def row(
@@ -33,7 +36,8 @@ def row(
     message, fix, details = "", "", {}
     if report.passed:
         outcome = "passed"
-        message = verdict.evidence if verdict else ""
+        if verdict is not None:
+            message, fix, details = verdict.evidence, verdict.fix, verdict.details
     elif report.skipped:
         outcome = "not_applicable"
         message = verdict.evidence if verdict else _skip_reason(report)
@@ -51,6 +55,7 @@ def row(
             message = f"could not be checked: {error}"
         elif error is not None:
             message = f"the check itself failed ({type(error).__name__}): {error}"
+            details = {"exception": type(error).__name__}  # a suite bug: the report keeps its traceback
         else:
             message = f"{report.when} failed: {report.longreprtext.strip().splitlines()[-1:]}"
     return {
@@ -62,7 +67,7 @@ def row(
         "message": message,
         "fix": fix,
         "source": requirement.source,
-        "details": details,
+        "details": dict(details),
     }
 
 
@@ -73,16 +78,45 @@ def _skip_reason(report: pytest.TestReport) -> str:
     return str(longrepr)
 
 
+def is_warning(row: dict) -> bool:
+    """A passing row that still asks for attention (GATE-02's CU6 warning: a pass with details["warning"])."""
+    return row["outcome"] == "passed" and bool(row.get("details", {}).get("warning"))
+
+
+def where(row: dict) -> str:
+    return f"{row['requirement']} on {row['server']}" if row.get("server") else f"{row['requirement']} (org)"
+
+
+def key(row: dict) -> tuple[str, str]:
+    """What identifies a row across runs: the requirement and the server (case-insensitive), or the org."""
+    return row["requirement"], (row.get("server") or "").lower()
+
+
 def sort_key(row: dict) -> tuple:
-    return (OUTCOMES.index(row["outcome"]), row["requirement"], (row["server"] or "").lower())
+    # Failures first, the most severe first within an outcome, then by requirement and server.
+    return (
+        OUTCOMES.index(row["outcome"]),
+        -severity_rank(row["severity"]),
+        row["requirement"],
+        (row["server"] or "").lower(),
+    )
+
+
+def unreachable_servers(org: OrgFacts) -> list[str]:
+    return sorted({u.server for u in (*org.probes.values(), *org.handshakes.values()) if isinstance(u, Unavailable)})
 
 
 def document(
-    *, rows: list[dict], org: OrgFacts, started: datetime, duration: float, suite_version: str, evidence: str | None
+    *,
+    rows: list[dict],
+    org: OrgFacts,
+    started: datetime,
+    duration: float,
+    suite_version: str,
+    evidence: str | None,
+    **run: object,
 ) -> dict[str, object]:
-    unreachable = sorted(
-        {u.server for u in (*org.probes.values(), *org.handshakes.values()) if isinstance(u, Unavailable)}
-    )
+    """latest.json: run metadata, then the rows. `run` adds the run's verdict, gate, waivers and changes."""
     return {
         "schema": SCHEMA,
         "org": org.org,
@@ -92,8 +126,9 @@ def document(
         "collected_at": org.collected_at.isoformat(),
         "suite_version": suite_version,
         "servers": list(org.checked),
-        "unreachable": unreachable,
+        "unreachable": unreachable_servers(org),
         "evidence": evidence,
+        **run,
         "rows": sorted(rows, key=sort_key),
     }
 

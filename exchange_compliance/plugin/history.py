@@ -1,0 +1,99 @@
+"""Earlier runs of the same org: "since last run" and pruning old outputs.
+
+Each run writes timestamped copies (<stamp>.json, .html, .xml, -facts.json, -fixes.ps1) beside latest.*; the
+previous run is the newest timestamped JSON of the same org that got as far as judging (a run that could not
+reach the org has no rows to compare with).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import REPORTS_KEEP
+from .results import FAILING, SCHEMA, key, where
+
+DEFAULT_KEEP = REPORTS_KEEP
+STAMPED = re.compile(r"(\d{8}-\d{6})(?:\.json|\.html|\.xml|-facts\.json|-fixes\.ps1)")
+
+
+def stamps(report_dir: Path) -> list[str]:
+    """The run stamps with files in the directory, newest first."""
+    if not report_dir.is_dir():
+        return []
+    found = {m.group(1) for p in report_dir.iterdir() if (m := STAMPED.fullmatch(p.name))}
+    return sorted(found, reverse=True)
+
+
+def previous_run(report_dir: Path, org: str, before: str) -> dict | None:
+    """The newest judged run of `org` older than the stamp `before`, or None."""
+    for stamp in stamps(report_dir):
+        if stamp >= before:
+            continue
+        try:
+            document = json.loads((report_dir / f"{stamp}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # an html or facts file without its json, or a file cut short: look further back
+        judged = document.get("verdict", {}).get("status") != "unreachable"
+        if document.get("schema") == SCHEMA and document.get("org") == org and judged:
+            return document
+    return None
+
+
+@dataclass(frozen=True)
+class Changes:
+    previous_started: str
+    new_failures: list[dict]
+    resolved: list[dict]
+    still_failing: list[dict]
+    # failing last time, neither failing nor passing now: waived since, or no longer checked
+    set_aside: list[dict]
+
+    def counts(self) -> str:
+        return (
+            f"{len(self.new_failures)} new failures, {len(self.resolved)} resolved, "
+            f"{len(self.still_failing)} still failing"
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "previous_started": self.previous_started,
+            **{
+                name: [where(r) for r in rows]
+                for name, rows in (
+                    ("new_failures", self.new_failures),
+                    ("resolved", self.resolved),
+                    ("still_failing", self.still_failing),
+                    ("set_aside", self.set_aside),
+                )
+            },
+        }
+
+
+def compare(previous: dict, rows: list[dict]) -> Changes:
+    before = {key(r): r for r in previous.get("rows", [])}
+    now = {key(r): r for r in rows}
+    failing_before = {k for k, r in before.items() if r["outcome"] in FAILING}
+    new, still, resolved = [], [], []
+    for k, row in now.items():
+        if row["outcome"] in FAILING:
+            (still if k in failing_before else new).append(row)
+        elif k in failing_before and row["outcome"] in ("passed", "not_applicable"):
+            resolved.append(row)
+    settled = {key(r) for r in (*still, *resolved)}
+    set_aside = [now.get(k, before[k]) for k in sorted(failing_before - settled)]
+    return Changes(previous.get("started", "?"), new, resolved, still, set_aside)
+
+
+def prune(report_dir: Path, keep: int, current: str) -> list[Path]:
+    """Delete the files of all but the newest `keep` runs (the current run always stays); returns what went."""
+    kept = set(stamps(report_dir)[:keep]) | {current}
+    removed = []
+    for path in sorted(report_dir.iterdir()):
+        match = STAMPED.fullmatch(path.name)
+        if match and match.group(1) not in kept:
+            path.unlink()
+            removed.append(path)
+    return removed

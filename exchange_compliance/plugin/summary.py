@@ -1,0 +1,256 @@
+"""The top of the HTML report: what an admin reads in ten seconds, then what changed, the waivers.
+
+Plain HTML strings for pytest-html's summary hook. Everything that came from AD, a server, the waivers file
+or the evidence is escaped: a server or group name can contain markup.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from html import escape
+from typing import TYPE_CHECKING
+
+import pytest
+
+from .. import __version__
+from ..catalog import catalog, severity_rank
+from ..facts import OrgFacts, ServerProbe, Unavailable
+from .history import Changes
+from .results import FAILING, OUTCOMES, is_warning, where
+from .waivers import WaiverStatus
+
+if TYPE_CHECKING:
+    from .run import ComplianceRun
+
+SYMBOLS = {"failed": "\u2717", "error": "!", "waived": "W", "passed": "\u2713", "not_applicable": "\u2013"}
+LABELS = {"not_applicable": "not applicable"}
+# Passing servers past this many are folded away: the grid of a 200-server org stays a glance.
+SHOWN_PASSING = 12
+
+STYLE = """<style>
+.excomp-banner{font-size:18px;font-weight:bold;padding:8px 12px;border-radius:4px;color:#fff;margin:6px 0}
+.excomp-banner.pass{background:#2e7d32}.excomp-banner.fail{background:#c62828}.excomp-banner.unreachable{background:#6a1b9a}
+.excomp-facts td{padding:2px 10px 2px 0;color:#000;vertical-align:top}.excomp-facts td:first-child{color:#555}
+table.excomp-grid{margin:6px 0;color:#000}table.excomp-grid td,table.excomp-grid th{border:1px solid #ddd;
+padding:2px 5px;text-align:center;font-size:12px}table.excomp-grid th.srv,table.excomp-grid td.srv{text-align:left}
+.g-failed{background:#ffcdd2;color:#b71c1c;font-weight:bold}.g-error{background:#ffe0b2;color:#e65100;font-weight:bold}
+.g-waived{background:#e1bee7;color:#4a148c}.g-passed{background:#e8f5e9;color:#2e7d32}.g-not_applicable{color:#999}
+.g-warning{background:#fff9c4;color:#795548;font-weight:bold}
+.excomp-section{color:#000;margin:10px 0}.excomp-section summary{font-size:15px;font-weight:bold;cursor:pointer}
+.excomp-section li{margin:2px 0}pre.excomp-fix{background:#f5f5f5;border:1px solid #ddd;padding:6px;
+white-space:pre-wrap;color:#000}.excomp-row pre{white-space:pre-wrap;color:#000}.excomp-row p{margin:4px 0}
+.excomp-row .excomp-fix-title{color:#b71c1c}table.excomp-list td{text-align:left}.summary__data{flex:1 1 auto}
+</style>"""
+
+
+def run_facts(run: ComplianceRun) -> list[tuple[str, str]]:
+    """What the report says about the run, as label / value pairs (escaped by facts_table)."""
+    outcome = run.finish()
+    lines = [("Run", f"started {run.started:%Y-%m-%d %H:%M:%S} UTC, took {outcome.duration:.1f} s")]
+    if run.target is not None:
+        lines.insert(0, ("CU gate", f"target {run.target.label}; gate requirements block at any severity"))
+    if run.facts is None:
+        return [("Org", run.org_name), *lines, ("Not checked", run.unreachable_reason or "")]
+    facts = run.facts
+    source = f"from {run.snapshot_path}" if run.snapshot_path else "live"
+    servers = list(facts.checked)
+    named = ", ".join(servers[:20]) + (f" and {len(servers) - 20} more" if len(servers) > 20 else "")
+    return [
+        ("Org", f"{run.org_name} (Exchange organization {facts.directory.org_name})"),
+        *lines,
+        ("Facts", f"{source}, collected {when(facts.collected_at.isoformat())}"),
+        ("Servers checked", f"{len(servers)}: {named}" if servers else "none"),
+        ("Unreachable", unreachable_text(facts) or "none"),
+        ("Suite", f"exchange-compliance {__version__}"),
+    ]
+
+
+def unreachable_text(facts: OrgFacts) -> str:
+    """EX05 (winrm: connection refused, tls: ...); ...: each unreachable server and why."""
+    reasons: dict[str, list[str]] = {}
+    for fact in (*facts.probes.values(), *facts.handshakes.values()):
+        if isinstance(fact, Unavailable):
+            reasons.setdefault(fact.server, []).append(f"{fact.source}: {fact.reason}")
+    return "; ".join(f"{server} ({', '.join(why)})" for server, why in sorted(reasons.items()))
+
+
+def no_server_answered(facts: OrgFacts) -> str | None:
+    """Exit 6 also when the directory answered but not one checked server did: the audit host is cut off."""
+    servers = facts.checked_servers()
+    if not servers or any(isinstance(facts.probes.get(s.name), ServerProbe) for s in servers):
+        return None
+    return f"no checked Exchange server answered: {unreachable_text(facts)}"
+
+
+def terminal_lines(run: ComplianceRun, config: pytest.Config) -> list[str]:
+    """Under the terminal's exchange-compliance line: waivers to look at, what changed, where the files are."""
+    outcome = run.finish()
+    lines = [
+        f"waiver:   {s.waiver.label} {s.status} (expires {s.waiver.expires})"
+        for s in outcome.waivers
+        if s.status != "applied"
+    ]
+    if outcome.changes is not None:
+        lines.append(f"since:    {when(outcome.changes.previous_started)}: {outcome.changes.counts()}")
+    lines += [f"report:   {config.option.htmlpath}", f"results:  {run.results_path}"]
+    if getattr(config.option, "xmlpath", None):
+        lines.append(f"junit:    {config.option.xmlpath}")
+    if outcome.fix_plan is not None:
+        lines.append(f"fix plan: {outcome.fix_plan}")
+    if run.evidence_path is not None:
+        lines.append(f"evidence: {run.evidence_path}")
+    return lines
+
+
+def headline(line: str, failed: bool, unreachable: bool) -> str:
+    state = "unreachable" if unreachable else "fail" if failed else "pass"
+    return f'<div class="excomp-banner {state}" id="verdict">{escape(line)}</div>'
+
+
+def facts_table(items: list[tuple[str, str]]) -> str:
+    """Label / value lines (org, when, how long, servers); values are escaped here."""
+    cells = "".join(f"<tr><td>{escape(label)}</td><td>{escape(value)}</td></tr>" for label, value in items)
+    return f'<table class="excomp-facts" id="run-facts">{cells}</table>'
+
+
+def counts(rows: list[dict], fail_on: str) -> str:
+    found = Counter(r["outcome"] for r in rows)
+    parts = [f"{found[o]} {LABELS.get(o, o)}" for o in OUTCOMES if found[o]]
+    return ", ".join(parts or ["no rows"]) + f" (the run fails on {fail_on} and above)"
+
+
+def _cell(row: dict | None) -> str:
+    if row is None:
+        return "<td></td>"
+    outcome = "warning" if is_warning(row) else row["outcome"]
+    symbol = "\u26a0" if outcome == "warning" else SYMBOLS[row["outcome"]]
+    title = f"{where(row)}: {LABELS.get(outcome, outcome)} ({row['severity']})"
+    return f'<td class="g-{outcome}" title="{escape(title)}">{symbol}</td>'
+
+
+def _notable(row: dict) -> bool:
+    return row["outcome"] in (*FAILING, "waived") or is_warning(row)
+
+
+def _badness(cells: dict[str, dict]) -> tuple:
+    # The most severe failing or unchecked row first; at the same severity a failure before an unchecked row.
+    def worst(*outcomes: str) -> int:
+        return max((severity_rank(r["severity"]) for r in cells.values() if r["outcome"] in outcomes), default=-1)
+
+    count = Counter(r["outcome"] for r in cells.values())
+    return (-worst(*FAILING), -worst("failed"), -count["failed"], -count["error"], -count["waived"])
+
+
+def grid(rows: list[dict], servers: list[str]) -> str:
+    """Requirements by servers, failing servers first; requirements with failures first among the columns."""
+    by_server: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_server.setdefault(row.get("server") or "", {})[row["requirement"]] = row
+    order = list(catalog())
+    failing_ids = {r["requirement"] for r in rows if r["outcome"] in FAILING}
+    columns = sorted({r["requirement"] for r in rows}, key=lambda i: (i not in failing_ids, order.index(i)))
+    names = ([""] if "" in by_server else []) + sorted(
+        {*servers, *(n for n in by_server if n)}, key=lambda n: (_badness(by_server.get(n, {})), n.lower())
+    )
+    head = "".join(
+        f'<th title="{escape(catalog()[c].title)} ({catalog()[c].severity})">{escape(c)}</th>' for c in columns
+    )
+
+    def line(name: str) -> str:
+        cells = by_server.get(name, {})
+        label = escape(name) if name else "<i>org</i>"
+        return f'<tr><td class="srv">{label}</td>{"".join(_cell(cells.get(c)) for c in columns)}</tr>'
+
+    attention = [n for n in names if not n or any(_notable(r) for r in by_server.get(n, {}).values())]
+    passing = [n for n in names if n not in attention]
+    shown = attention + (passing if len(passing) <= SHOWN_PASSING else [])
+    table = f'<table class="excomp-grid" id="grid"><tr><th class="srv">server</th>{head}</tr>'
+    parts = [table + "".join(line(n) for n in shown) + "</table>"]
+    if len(passing) > SHOWN_PASSING:
+        parts.append(
+            f'<details class="excomp-section"><summary>{len(passing)} more servers meet every requirement that '
+            f"applies to them</summary>{table}{''.join(line(n) for n in passing)}</table></details>"
+        )
+    legend = (
+        " ".join(f'<span class="g-{o}">&nbsp;{SYMBOLS[o]}&nbsp;</span> {LABELS.get(o, o)}' for o in SYMBOLS)
+        + ' <span class="g-warning">&nbsp;\u26a0&nbsp;</span> passed with a warning'
+    )
+    return "\n".join([*parts, f'<p class="excomp-legend">{legend}</p>'])
+
+
+def _first_line(text: str, limit: int) -> str:
+    line = (str(text).splitlines() or [""])[0]
+    return line if len(line) <= limit else line[: limit - 1] + "\u2026"
+
+
+def _items(rows: list[dict], detail: int = 0) -> str:
+    """List items naming rows; `detail` > 0 adds the first line of the evidence, cut at that many characters."""
+    if not rows:
+        return "<li>none</li>"
+    items = []
+    for row in rows:
+        extra = f": {escape(_first_line(row['message'], detail))}" if detail and row.get("message") else ""
+        items.append(
+            f"<li><b>{escape(where(row))}</b> ({escape(row['severity'])}, {escape(row['outcome'])}){extra}</li>"
+        )
+    return "".join(items)
+
+
+def when(iso: str) -> str:
+    """An ISO timestamp from a results file as a person reads it: 2026-11-22 03:00:41 UTC."""
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if moment.utcoffset() == timedelta(0) else f"{moment:%Y-%m-%d %H:%M:%S %z}"
+
+
+def changes(found: Changes | None) -> str:
+    if found is None:
+        return (
+            '<details class="excomp-section" id="since-last-run" open><summary>Since last run</summary>'
+            "<p>No earlier run of this org to compare with.</p></details>"
+        )
+    parts = [
+        f'<details class="excomp-section" id="since-last-run" open><summary>Since last run '
+        f"({escape(when(found.previous_started))}): {escape(found.counts())}</summary>",
+        f"<p><b>New failures</b></p><ul>{_items(found.new_failures, detail=160)}</ul>",
+        f"<p><b>Resolved</b></p><ul>{_items(found.resolved)}</ul>",
+        f"<p><b>Still failing</b></p><ul>{_items(found.still_failing)}</ul>",
+    ]
+    if found.set_aside:
+        parts.append(f"<p><b>Waived since, or no longer checked</b></p><ul>{_items(found.set_aside)}</ul>")
+    return "\n".join([*parts, "</details>"])
+
+
+def waivers(statuses: list[WaiverStatus], source: str | None) -> str:
+    if not statuses:
+        where_from = f" ({escape(source)} has none)" if source else ""
+        return f'<details class="excomp-section" id="waivers"><summary>Waivers: none{where_from}</summary></details>'
+    tally = Counter(s.status for s in statuses)
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(tally.items()))
+    unusual = any(s.status != "applied" for s in statuses)
+    rows = []
+    for s in statuses:
+        w = s.waiver
+        covers = ", ".join(s.rows) or "no row of this run"
+        rows.append(
+            f'<tr class="w-{escape(s.status.replace(" ", "-"))}"><td>{escape(w.label)}</td><td><b>{escape(s.status)}'
+            f"</b></td><td>{escape(w.justification)}</td><td>{w.expires.isoformat()}</td>"
+            f"<td>{escape(w.approved_by or '(not recorded)')}</td><td>{escape(covers)}</td></tr>"
+        )
+    return (
+        f'<details class="excomp-section" id="waivers"{" open" if unusual else ""}><summary>Waivers: {summary} '
+        f'({escape(source or "")})</summary><table class="excomp-grid excomp-list"><tr><th>waiver</th><th>status</th>'
+        "<th>justification</th><th>expires</th><th>approved by</th><th>covers</th></tr>"
+        + "".join(rows)
+        + "</table></details>"
+    )
+
+
+def warnings_list(rows: list[dict]) -> str:
+    found = [r for r in rows if is_warning(r)]
+    if not found:
+        return ""
+    return f'<div class="excomp-section" id="warnings"><b>Warnings</b><ul>{_items(found, detail=400)}</ul></div>'

@@ -1,0 +1,162 @@
+"""The CU gate: --gate --target-version BUILD|"2016 CU23", GATE-02 only then, and one GO / NO-GO line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import build_org
+from exchange_compliance.facts import Version
+from exchange_compliance.judge.auth import EXCHANGE_2016_CU6, EXCHANGE_2016_CU7
+from exchange_compliance.plugin import gate
+from exchange_compliance.plugin.gate import CU_BUILDS, TargetError, parse_target, target_from_options
+
+
+@pytest.mark.parametrize(
+    ("text", "version", "label"),
+    [
+        ("15.1.2507.6", Version(15, 1, 2507, 6), "Exchange 2016 CU23 (15.1.2507.6)"),
+        ("15.1.2507.39", Version(15, 1, 2507, 39), "Exchange 2016 CU23 (15.1.2507.39)"),  # CU23 plus an SU
+        ("15.2.1544", Version(15, 2, 1544), "Exchange 2019 CU14 (15.2.1544)"),
+        ("15.0.9999.1", Version(15, 0, 9999, 1), "Exchange 2013 (15.0.9999.1)"),
+        ("2016 CU23", Version(15, 1, 2507, 6), "Exchange 2016 CU23 (15.1.2507.6)"),
+        ("Exchange 2019 cu14", Version(15, 2, 1544, 4), "Exchange 2019 CU14 (15.2.1544.4)"),
+        ("2016CU6", Version(15, 1, 1034, 26), "Exchange 2016 CU6 (15.1.1034.26)"),
+        (" 2013 SP1 ", Version(15, 0, 847, 32), "Exchange 2013 SP1 (15.0.847.32)"),
+    ],
+)
+def test_target_from_build_or_name(text, version, label):
+    target = parse_target(text)
+    assert (target.version, target.label) == (version, label)
+
+
+def test_the_table_agrees_with_the_judge():
+    for name, judge_version in (("2016 CU6", EXCHANGE_2016_CU6), ("2016 CU7", EXCHANGE_2016_CU7)):
+        found = parse_target(name).version
+        assert (found.major, found.minor, found.build) == (
+            judge_version.major,
+            judge_version.minor,
+            judge_version.build,
+        )
+    for product, builds in CU_BUILDS.items():
+        numbers = [parse_target(build).version.build for build in builds.values()]
+        assert numbers == sorted(numbers), product  # each table in release order: a typo shows up here
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("2016 CU99", "Exchange 2016 has no CU99; known: RTM, CU1"),
+        ("2010 SP3", "give a build (15.1.2507.6) or a CU name"),
+        ("14.3.123.4", "not an Exchange 2013/2016/2019 build"),
+        ("latest", "give a build"),
+    ],
+)
+def test_unknown_target_is_a_clear_error(text, message):
+    with pytest.raises(TargetError) as caught:
+        parse_target(text)
+    assert message in str(caught.value)
+
+
+def test_gate_and_target_go_together():
+    assert target_from_options(False, None) is None
+    with pytest.raises(TargetError, match="--gate needs --target-version"):
+        target_from_options(True, None)
+    with pytest.raises(TargetError, match="--target-version is for the CU gate: add --gate"):
+        target_from_options(False, "2016 CU23")
+
+
+def row(requirement: str, outcome: str, severity: str, server: str | None = "EX01", **details: object) -> dict:
+    return {"requirement": requirement, "server": server, "outcome": outcome, "severity": severity, "details": details}
+
+
+def test_what_blocks():
+    assert gate.blocks(row("BE-02", "failed", "critical"), "high", gate=False)
+    assert gate.blocks(row("BE-01", "error", "high"), "high", gate=False)  # not checked is not known to be met
+    assert not gate.blocks(row("EWS-01", "failed", "medium"), "high", gate=False)
+    assert gate.blocks(row("EWS-01", "failed", "medium"), "medium", gate=False)
+    assert not gate.blocks(row("BE-02", "waived", "critical"), "low", gate=False)
+    assert not gate.blocks(row("GATE-02", "failed", "high"), "critical", gate=False)
+    assert gate.blocks(row("GATE-02", "failed", "high"), "critical", gate=True)  # a gate requirement always blocks
+
+
+def test_verdict_lines():
+    rows = [row("EWS-01", "failed", "medium"), row("GATE-02", "passed", "high", warning=True)]
+    passed = gate.judge(rows, "high", False, [], None)
+    assert not passed.failed
+    assert passed.line() == "PASS: nothing fails at or above high; 1 below it; warning: GATE-02 on EX01"
+    target = parse_target("2016 CU6")
+    failing = gate.judge([*rows, row("AUTH-03", "failed", "critical", None)], "high", True, [], None)
+    assert failing.line(target) == (
+        "NO-GO Exchange 2016 CU6 (15.1.1034.26): 1 blocking at or above high: AUTH-03 (org) (critical, failed)"
+    )
+    broken = gate.judge([], "high", False, ["tests_env/test_x.py::test_y"], None)
+    assert broken.failed and "tests_env/test_x.py::test_y (a check broke outside any requirement)" in broken.line()
+    assert gate.judge([], "high", True, [], "ldap down").line(target).startswith("NO-GO Exchange 2016 CU6")
+
+
+# --- in a run ----------------------------------------------------------------------------------------------------
+
+
+def gate_rows(run) -> dict:
+    rows = json.loads((run.reports / "latest.json").read_text())["rows"]
+    return {r["server"]: r for r in rows if r["requirement"] == "GATE-02"}
+
+
+def test_gate_02_is_collected_only_in_a_gate_run(suite):
+    run = suite(build_org(2))
+    assert run.ret == 0 and gate_rows(run) == {}
+    assert "GATE-02" not in (run.reports / "latest.html").read_text().split("results-table")[0]
+
+
+def test_cu6_with_a_server_missing_the_auth_certificate_is_no_go(suite):
+    run = suite(build_org(3, ("no-auth-cert:EX02",)), "--gate", "--target-version", "2016 CU6")
+    assert run.ret == 1
+    last = run.stdout.strip().splitlines()[-1]
+    assert last.startswith("exchange-compliance: contoso-unit: NO-GO Exchange 2016 CU6 (15.1.1034.26): ")
+    assert "GATE-02 on EX02 (high, failed)" in last and "AUTH-02 on EX02 (critical, failed)" in last
+    found = gate_rows(run)
+    assert found["EX02"]["outcome"] == "failed" and "CU7" in found["EX02"]["fix"]
+    assert found["EX01"]["outcome"] == "passed" and found["EX01"]["details"]["warning"] is True
+    document = json.loads((run.reports / "latest.json").read_text())
+    assert document["gate"] == {"target": "15.1.1034.26", "label": "Exchange 2016 CU6 (15.1.1034.26)"}
+    assert document["verdict"]["status"] == "fail"
+
+
+def test_healthy_org_is_go_and_names_its_warnings(suite):
+    run = suite(build_org(2), "--gate", "--target-version", "15.1.1034.26")
+    assert run.ret == 0, run.stdout
+    last = run.stdout.strip().splitlines()[-1]
+    assert last.startswith("exchange-compliance: contoso-unit: GO Exchange 2016 CU6 (15.1.1034.26): nothing fails")
+    assert "warning: " in last and "GATE-02 on EX01" in last and "GATE-02 on EX02" in last
+
+
+def test_a_gate_requirement_blocks_below_the_threshold(suite):
+    run = suite(build_org(2, ("no-auth-cert:EX02",)), "--gate", "--target-version", "2016 CU6", "--fail-on", "critical")
+    assert run.ret == 1
+    assert "GATE-02 on EX02 (high, failed)" in run.stdout.strip().splitlines()[-1]
+
+
+def test_unreachable_server_targeted_at_cu6_is_an_error_but_elsewhere_not(suite):
+    facts = build_org(2, ("unreachable:EX02",))
+    run = suite(facts, "--gate", "--target-version", "2016 CU6")
+    assert gate_rows(run)["EX02"]["outcome"] == "error"  # whether AUTH-02 holds decides CU6: it is unknown
+    run = suite(facts, "--gate", "--target-version", "2016 CU23")
+    assert gate_rows(run)["EX02"]["outcome"] == "passed"  # CU23 does not have the CU6 break
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--gate",), "--gate needs --target-version"),
+        (("--gate", "--target-version", "2016 CU99"), "Exchange 2016 has no CU99"),
+        (("--target-version", "2016 CU23"), "add --gate"),
+        (("--fail-on", "severe"), "invalid choice: 'severe'"),
+        (("--keep-reports", "0"), "--keep-reports: keep at least 1 run"),
+    ],
+)
+def test_bad_gate_options_are_usage_errors(suite, args, message):
+    run = suite(build_org(1), *args)
+    assert run.ret == 4
+    assert message in run.stderr

@@ -1,0 +1,97 @@
+"""The HTML report as written: the summary an admin reads first, one row per requirement and server with its
+evidence and fix, and every name from AD escaped (a server or group name can contain markup)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from conftest import MARKUP, report_data
+
+ESCAPED = MARKUP.replace("<", "&lt;").replace(">", "&gt;")
+
+
+def html_of(run) -> str:
+    return (run.reports / "latest.html").read_text(encoding="utf-8")
+
+
+def table_rows(run) -> list[dict]:
+    return [test for tests in report_data(run.reports / "latest.html")["tests"].values() for test in tests]
+
+
+def test_markup_from_ad_is_escaped_everywhere(faulty_report):
+    html = html_of(faulty_report)
+    assert ESCAPED in html  # the server's name is in the grid and the banner, escaped
+    assert "<img src=x" not in html  # nowhere raw: summary, waivers, fix plan (the data blob is attribute-escaped)
+    for test in table_rows(faulty_report):
+        rendered = "".join(test["resultsTableRow"]) + "".join(e["content"] for e in test["extras"]) + test["log"]
+        assert "<img src=x" not in rendered  # what the browser puts in the DOM with innerHTML
+    assert any(ESCAPED in "".join(test["resultsTableRow"]) for test in table_rows(faulty_report))
+    group = f"Server Operators {ESCAPED}"
+    assert any(group in "".join(e["content"] for e in test["extras"]) for test in table_rows(faulty_report))
+
+
+def test_summary_says_what_where_and_when(faulty_report):
+    html = html_of(faulty_report)
+    banner = re.search(r'<div class="excomp-banner fail" id="verdict">(.*?)</div>', html)
+    assert banner and banner.group(1).startswith("contoso-unit: FAIL: ")
+    assert "ACL-01 on EX02 (critical, failed)" in banner.group(1)
+    facts = re.search(r'<table class="excomp-facts" id="run-facts">(.*?)</table>', html).group(1)
+    for text in ("contoso-unit (Exchange organization Contoso)", "took ", "collected 2025-06-01 12:00:00 UTC"):
+        assert text in facts
+    assert f"5: EX01, EX02, EX03, EX04{ESCAPED}, EDGE1" in facts
+    assert "EX01 (winrm: connection refused on 5986, tls: connection refused on 444)" in facts
+    assert re.search(r'<p id="counts">\d+ failed, \d+ error, 1 waived, \d+ passed, \d+ not applicable', html)
+
+
+def test_grid_puts_failing_servers_first(faulty_report):
+    grid = re.search(r'<table class="excomp-grid" id="grid">(.*?)</table>', html_of(faulty_report)).group(1)
+    rows = re.findall(r"<tr><td class=\"srv\">(.*?)</td>(.*?)</tr>", grid)
+    names = [name for name, _ in rows]
+    assert names[0] == "<i>org</i>" and names[1:3] == ["EX02", "EX01"]  # critical failures, then errors
+    header = re.findall(r"<th title=[^>]*>([A-Z]+-\d+)</th>", grid)
+    ex02 = dict(zip(header, re.findall(r'<td(?: class="g-(\w+)")?', rows[1][1]), strict=True))
+    assert ex02["BE-02"] == ex02["ACL-01"] == "failed" and ex02["GRP-01"] == "passed"
+    assert header[0] == "ACL-01"  # requirements with failures come first
+
+
+def test_one_row_per_requirement_and_server_with_its_columns(faulty_report):
+    results = json.loads((faulty_report.reports / "latest.json").read_text())
+    tests = table_rows(faulty_report)
+    assert len(tests) == len(results["rows"])
+    for test in tests:
+        _result, requirement, server, severity = test["resultsTableRow"]
+        assert re.fullmatch(r'<td class="col-requirement"><b>[A-Z]+-\d+</b> .+</td>', requirement)
+        assert server.startswith('<td class="col-server">') and severity.startswith('<td class="col-severity">')
+        assert test["log"] == ""  # pytest's traceback is noise here: the evidence says it
+    assert "Requirement</th>" in html_of(faulty_report) and "Duration</th>" not in html_of(faulty_report)
+
+
+def test_failing_rows_show_evidence_and_fix_with_real_names(faulty_report):
+    failing = [t for t in table_rows(faulty_report) if t["result"] == "Failed" and "BE-02" in t["resultsTableRow"][1]]
+    (row,) = [t for t in failing if ">EX02<" in t["resultsTableRow"][2]]
+    extra = row["extras"][0]["content"]
+    assert "<b>Evidence</b>" in extra and "<b>Fix</b>" in extra
+    assert "ex02.lab.contoso.test" in extra and "netsh http update sslcert ipport=0.0.0.0:444" in extra
+    assert "Source: Exchange 2013 clients cannot connect (seed 004)" in extra
+
+
+def test_failures_open_expanded_and_the_rest_collapsed(faulty_report):
+    data = report_data(faulty_report.reports / "latest.html")
+    assert data["renderCollapsed"] == ["passed", "skipped", "xfailed"]
+    html = html_of(faulty_report)
+    assert "Waived," in html and "Not applicable," in html  # the filter labels, in the suite's words
+    waived = [t for t in table_rows(faulty_report) if t["result"] == "XFailed"]
+    assert len(waived) == 1 and 'data-outcome="Waived"' in waived[0]["resultsTableRow"][0]
+    assert "Waived</b> until 2099-12-31, approved by CAB &lt;change board&gt;" in waived[0]["extras"][0]["content"]
+    errors = [t for t in table_rows(faulty_report) if 'data-outcome="Not checked"' in t["resultsTableRow"][0]]
+    assert errors and all("<b>Not checked</b>" in t["extras"][0]["content"] for t in errors)
+
+
+def test_waivers_and_fix_plan_sections(faulty_report):
+    html = html_of(faulty_report)
+    waivers = re.search(r'<details class="excomp-section" id="waivers" ?(open)?>(.*?)</details>', html, re.S).group(2)
+    assert "1 applied" in waivers and f"EWS off on purpose {ESCAPED}" in waivers and "2099-12-31" in waivers
+    plan = re.search(r'<details class="excomp-section" id="fix-plan">(.*?)</details>', html, re.S).group(1)
+    assert "<h4>EX02</h4>" in plan and "Remove-ADGroupMember -Identity &#x27;" not in plan
+    assert f"Remove-ADGroupMember -Identity &quot;Server Operators {ESCAPED}&quot;" in plan

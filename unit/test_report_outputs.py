@@ -1,0 +1,201 @@
+"""reports/<org>/: latest.json (stable rows plus run metadata), JUnit XML, the fix plan, "since last run",
+timestamped copies and pruning."""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+from conftest import ORG, build_org, live_org, run_suite
+from exchange_compliance.config import ConfigError, load_org_config
+from exchange_compliance.plugin import fixplan, history
+from exchange_compliance.plugin.results import OUTCOMES, SCHEMA
+
+ROW_KEYS = {"requirement", "title", "server", "outcome", "severity", "message", "fix", "source", "details"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two nightly runs of one org: EWS-01 fixed in between, a new AUTH-02 failure, BE-02/BE-03 still failing."""
+    workdir = tmp_path_factory.mktemp("nightly")
+    first = run_suite(workdir, build_org(3, ("backend-cert:EX02", "ews-http:EX03")))
+    time.sleep(1.1)  # runs are stamped to the second
+    second = run_suite(workdir, build_org(3, ("backend-cert:EX02", "no-auth-cert:EX01")))
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def latest(runs) -> dict:
+    return json.loads((runs[1].reports / "latest.json").read_text())
+
+
+def test_results_document_has_run_metadata_and_stable_rows(runs, latest):
+    assert runs[1].ret == 1, runs[1].stdout
+    assert latest["schema"] == SCHEMA and latest["org"] == ORG and latest["organization"] == "Contoso"
+    for key in ("started", "duration_seconds", "collected_at", "suite_version", "evidence", "fix_plan"):
+        assert latest[key], key
+    assert latest["servers"] == ["EX01", "EX02", "EX03", "EDGE1"] and latest["unreachable"] == []
+    assert latest["fail_on"] == "high" and latest["gate"] is None
+    assert latest["verdict"]["blocking"] == ["AUTH-02 on EX01", "BE-02 on EX02", "BE-03 on EX02"]
+    assert all(set(row) == ROW_KEYS for row in latest["rows"])
+    assert [row["outcome"] for row in latest["rows"]] == sorted(
+        (row["outcome"] for row in latest["rows"]), key=OUTCOMES.index
+    )  # failures first
+    be02 = next(r for r in latest["rows"] if r["requirement"] == "BE-02" and r["server"] == "EX02")
+    assert be02["outcome"] == "failed" and be02["severity"] == "critical" and "EX02" in be02["fix"]
+
+
+def test_timestamped_copies_beside_latest(runs, latest):
+    folder = runs[1].reports
+    stamp = latest["evidence"].removesuffix("-facts.json")
+    for latest_name, stamped_name in (
+        ("latest.json", f"{stamp}.json"),
+        ("latest.html", f"{stamp}.html"),
+        ("latest.xml", f"{stamp}.xml"),
+        ("latest-facts.json", f"{stamp}-facts.json"),
+    ):
+        assert (folder / latest_name).read_bytes() == (folder / stamped_name).read_bytes(), latest_name
+    assert latest["fix_plan"] == f"{stamp}-fixes.ps1"
+    assert (folder / latest["fix_plan"]).read_bytes() == (folder / "latest-fixes.ps1").read_bytes()
+    assert len(history.stamps(folder)) == 2
+
+
+def test_since_last_run(latest):
+    since = latest["since_last_run"]
+    assert since["new_failures"] == ["AUTH-02 on EX01"]
+    assert since["resolved"] == ["EWS-01 on EX03"]
+    assert sorted(since["still_failing"]) == ["BE-02 on EX02", "BE-03 on EX02"]
+
+
+def test_since_last_run_in_the_report_and_the_terminal(runs):
+    html = (runs[1].reports / "latest.html").read_text()
+    assert "1 new failures, 1 resolved, 2 still failing" in html
+    assert "1 new failures, 1 resolved, 2 still failing" in runs[1].stdout
+    assert "No earlier run of this org to compare with." in (runs[0].reports / f"{_stamp(runs[0])}.html").read_text()
+
+
+def _stamp(run) -> str:
+    return history.stamps(run.reports)[-1]
+
+
+def test_junit_xml_carries_the_requirement_as_a_property(runs):
+    tree = ElementTree.parse(runs[1].reports / "latest.xml")
+    cases = tree.getroot().findall(".//testcase")
+    assert cases
+    properties = [{p.get("name"): p.get("value") for p in case.iter("property")} for case in cases]
+    assert all(p.get("requirement") for p in properties)
+    by_key = {(p["requirement"], p["server"]): (case, p) for case, p in zip(cases, properties, strict=True)}
+    failing, found = by_key["BE-02", "EX02"]
+    assert failing.find("failure") is not None and found["severity"] == "critical" and found["outcome"] == "failed"
+    org_case, found = by_key["AUTH-01", ""]
+    assert found["outcome"] == "passed" and org_case.find("failure") is None
+    assert by_key["BE-01", "EDGE1"][0].find("skipped") is not None  # not applicable
+
+
+def test_fix_plan_script_is_grouped_by_server_commented_and_guarded(runs, latest):
+    raw = (runs[1].reports / latest["fix_plan"]).read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf") and b"\r\n" in raw  # what Windows PowerShell reads as UTF-8
+    lines = raw.decode("utf-8-sig").split("\r\n")
+    code = [line for line in lines if line.strip() and not line.startswith("#")]
+    assert code[0] == fixplan.GUARD  # running the file whole stops at once
+    headers = [line for line in lines if line.startswith("# ==== ")]
+    assert [h.split(":")[0] for h in headers] == ["# ==== EX01", "# ==== EX02"]
+    fixes = [r["fix"] for r in latest["rows"] if r["outcome"] == "failed"]
+    assert all(fix in raw.decode("utf-8-sig").replace("\r\n", "\n") for fix in fixes)
+    fix_lines = {line for fix in fixes for line in fix.splitlines()}
+    assert all(line in fix_lines for line in code[1:])  # every command is a fix: evidence is all comments
+
+
+def test_fix_plan_in_the_report(runs):
+    html = (runs[1].reports / "latest.html").read_text()
+    assert "Fix plan: 3 fixes on 2 targets" in html and "<h4>EX02</h4>" in html
+
+
+def test_fix_plan_comments_every_line_of_evidence():
+    row = {
+        "requirement": "GRP-01",
+        "title": "t",
+        "server": "EX01",
+        "outcome": "failed",
+        "severity": "high",
+        "message": "line one\nRemove-Item C:\\ -Recurse",
+        "fix": "Add-ADGroupMember x",
+        "source": "s",
+        "details": {},
+    }
+    text = fixplan.powershell([row], org="o", started="now", results_name="r.json", version="v")
+    assert "#   Remove-Item C:\\ -Recurse" in text.splitlines()
+    assert "Remove-Item C:\\ -Recurse" not in [line for line in text.splitlines() if not line.startswith("#")]
+    empty = fixplan.powershell([], org="o", started="now", results_name="r.json", version="v")
+    assert "# Nothing to fix" in empty and fixplan.GUARD in empty
+
+
+# --- history --------------------------------------------------------------------------------------------------
+
+
+def touch_run(folder: Path, stamp: str, org: str = ORG, status: str = "fail", rows: list | None = None) -> None:
+    document = {"schema": SCHEMA, "org": org, "started": stamp, "verdict": {"status": status}, "rows": rows or []}
+    (folder / f"{stamp}.json").write_text(json.dumps(document))
+    for suffix in (".html", ".xml", "-facts.json", "-fixes.ps1"):
+        (folder / f"{stamp}{suffix}").write_text("x")
+
+
+def test_previous_run_is_the_newest_judged_run_of_the_same_org(tmp_path):
+    touch_run(tmp_path, "20260101-000000")
+    touch_run(tmp_path, "20260102-000000", org="other")
+    touch_run(tmp_path, "20260103-000000", status="unreachable")
+    (tmp_path / "20260104-000000.json").write_text("{cut short")
+    touch_run(tmp_path, "20260105-000000")  # this run
+    assert history.previous_run(tmp_path, ORG, "20260105-000000")["started"] == "20260101-000000"
+    assert history.previous_run(tmp_path, ORG, "20260101-000000") is None
+    assert history.previous_run(tmp_path / "missing", ORG, "20260101-000000") is None
+
+
+def test_prune_keeps_the_newest_runs_and_the_current_one(tmp_path):
+    for day in range(1, 6):
+        touch_run(tmp_path, f"2026010{day}-000000")
+    (tmp_path / "latest.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("mine")
+    removed = history.prune(tmp_path, 2, "20260105-000000")
+    assert len(removed) == 3 * 5
+    assert history.stamps(tmp_path) == ["20260105-000000", "20260104-000000"]
+    assert (tmp_path / "latest.json").exists() and (tmp_path / "notes.txt").exists()
+
+
+def test_keep_reports_option_prunes_old_runs(tmp_path):
+    facts = build_org(1)
+    for _ in range(3):
+        run = run_suite(tmp_path, facts, "--keep-reports", "2")
+        time.sleep(1.1)
+    assert run.ret == 0
+    assert len(history.stamps(run.reports)) == 2
+    assert len(list(run.reports.glob("2*"))) == 2 * 5  # json, html, xml, facts, fixes
+
+
+def test_org_config_reports_keep(tmp_path):
+    assert load_org_config(live_org(tmp_path, "\n[reports]\nkeep = 5\n")).reports_keep == 5
+    assert load_org_config(live_org(tmp_path)).reports_keep == 30
+    with pytest.raises(ConfigError, match=r"\[reports\] keep: 0 is out of range 1..10000"):
+        load_org_config(live_org(tmp_path, "\n[reports]\nkeep = 0\n"))
+    with pytest.raises(ConfigError, match=r"\[reports\] kept: unknown key"):
+        load_org_config(live_org(tmp_path, "\n[reports]\nkept = 5\n"))
+
+
+def test_a_parallel_run_reports_the_same(tmp_path):
+    facts = build_org(3, ("backend-cert:EX02", "unreachable:EX01"))
+    waiver = tmp_path / "waivers.toml"
+    waiver.write_text('[[waiver]]\nrequirement = "BE-02"\nserver = "EX02"\njustification = "j"\nexpires = 2099-01-01\n')
+    args = ("--waivers", str(waiver), "--gate", "--target-version", "2016 CU6")
+    (tmp_path / "serial").mkdir()
+    (tmp_path / "parallel").mkdir()
+    serial = run_suite(tmp_path / "serial", facts, *args)
+    parallel = run_suite(tmp_path / "parallel", facts, *args, "-n", "2")
+    assert serial.ret == parallel.ret == 1
+    documents = [json.loads((run.reports / "latest.json").read_text()) for run in (serial, parallel)]
+    assert documents[0]["rows"] == documents[1]["rows"]  # waivers and GATE-02 applied on the workers alike
+    assert documents[0]["verdict"] == documents[1]["verdict"]
+    assert documents[1]["waivers"][0]["status"] == "applied"
