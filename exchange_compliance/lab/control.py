@@ -96,7 +96,7 @@ def up(
     say: Say = print,
 ) -> dict:
     from .certs import issue_certificates
-    from .directory import AuthValues, start_directory
+    from .directory import AuthValues, DirectoryError, start_directory
     from .servers import write_server_state
 
     scenario = _scenario(scenario_name, scenario_file, servers)
@@ -114,7 +114,10 @@ def up(
     effective = scenario.auth.next_effective_days
     auth = AuthValues(current, previous, upcoming, now + timedelta(days=effective) if effective is not None else None)
     say(f"starting the directory ({DC_HOST}) for scenario {scenario.name!r}")
-    directory = start_directory(scenario, layout, auth, AUDIT_ACCOUNT, password)
+    try:
+        directory = start_directory(scenario, layout, auth, AUDIT_ACCOUNT, password)
+    except DirectoryError as exc:
+        raise LabError(str(exc)) from None
     write_server_state(scenario, certificates, layout, (NETBIOS_DOMAIN, AUDIT_ACCOUNT, password))
 
     ready = layout.state_dir / "servers.ready"
