@@ -92,6 +92,9 @@ def open_connection(config: OrgConfig, credentials: Credentials) -> ldap3.Connec
 
 def _reason(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
+    if "invalid server address" in text:
+        # What ldap3 says when the name does not resolve.
+        return "the name does not resolve (an audit host without the org's DNS can use [network] addresses)"
     # ldap3 wraps socket errors in long reprs; the first part is what an admin needs.
     return text.split(" - ")[0][:300]
 
