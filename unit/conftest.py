@@ -1,10 +1,10 @@
 """Shared by the report, waiver, gate and exit-code tests: a hand-made org, and runs of tests_env against it.
 
-`build_org` makes OrgFacts from the judge tests' factories (certificates from test_certificate_rules, directory
-rights recorded from Samba in test_rights), healthy unless faults are planted; `run_suite` runs the real
+`build_org` makes OrgFacts from the factories the judge tests share (factories.py: certificates, and directory
+rights recorded from Samba), healthy unless faults are planted; `run_suite` runs the real
 `pytest tests_env --org-snapshot FILE` in a subprocess, as an admin or a scheduler would, and returns its exit
-status, output and the reports directory. The judge tests' factories are imported where they are used: were
-they to change, these tests would fail, not the collection of every test under unit/.
+status, output and the reports directory. The factories are imported where they are used: were they to break,
+these tests would fail, not the collection of every test under unit/.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from exchange_compliance import snapshot
-from exchange_compliance.facts import Directory, ExchangeServer, Handshake, OrgFacts, Unavailable, Version
+from exchange_compliance.facts import ExchangeServer, Handshake, OrgFacts, Unavailable, Version
 
 pytest_plugins = ["pytester"]
 
@@ -46,8 +46,7 @@ def build_org(
 ) -> OrgFacts:
     """EX01..EXn (Mailbox + Client Access, Exchange `version`) and EDGE1, healthy but for `faults`;
     `rename` gives the last EXn a name with markup in it (its host name stays)."""
-    from test_certificate_rules import NOW, auth_config, ews, probe, store_cert, thumb
-    from test_rights import lab
+    from factories import NOW, auth_config, ews, lab, probe, renamed, store_cert, thumb
 
     planted: dict[str, set[str]] = {}
     for fault in faults:
@@ -66,7 +65,7 @@ def build_org(
         names={"SOT": f"Server Operators {MARKUP}"},
     )
     if rename:
-        directory = _renamed(directory, f"EX{n:02d}", f"EX{n:02d}{MARKUP}")
+        directory = renamed(directory, f"EX{n:02d}", f"EX{n:02d}{MARKUP}")
     major, minor, build, revision = (int(part) for part in version.split("."))
     servers = tuple(replace(s, version=Version(major, minor, build, revision)) for s in directory.servers)
     auth = _auth_certificate()
@@ -97,20 +96,14 @@ def build_org(
     return OrgFacts(org, NOW, directory, tuple(s.name for s in servers), probes, handshakes, settings)
 
 
-def _renamed(directory: Directory, old: str, new: str) -> Directory:
-    servers = tuple(replace(s, name=new) if s.name == old else s for s in directory.servers)
-    computers = {new if name == old else name: account for name, account in directory.computers.items()}
-    return replace(directory, servers=servers, computers=computers)
-
-
 def _auth_certificate() -> bytes:
-    from test_certificate_rules import NOW, make_cert
+    from factories import NOW, make_cert
 
     return _cached("auth", lambda: make_cert(AUTH_CN, None, not_before=NOW - timedelta(days=365)))
 
 
 def _self_signed(name: str) -> bytes:
-    from test_certificate_rules import exchange_self_signed
+    from factories import exchange_self_signed
 
     return _cached(name, lambda: exchange_self_signed(name))
 
@@ -196,3 +189,12 @@ def faulty_report(tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
     run = run_suite(workdir, build_org(4, faults, rename=True), "--waivers", str(workdir / "waivers.toml"))
     assert run.ret == 1, run.stdout + run.stderr
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_lab_left_running():
+    """The lab org that lab tests brought up is stopped when the test session ends: no processes are left."""
+    yield
+    from lab_org import release_shared_lab
+
+    release_shared_lab()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from test_certificate_rules import (
+from factories import (
+    HOSTILE,
     NOW,
     auth_config,
     directory,
     make_cert,
     probe,
+    runnable_text,
     server,
     store_cert,
     thumb,
@@ -26,6 +29,7 @@ from exchange_compliance.judge.auth import (
     cu_target_supported,
     dns_domain,
 )
+from exchange_compliance.judge.powershell import literal
 from exchange_compliance.judge.verdict import FactUnavailable, Verdict
 
 AUTH_CN = "Microsoft Exchange Server Auth Certificate"
@@ -296,3 +300,51 @@ def test_gate02_other_target_passes_with_a_note():
 def test_gate02_not_applicable_outside_exchange_2016():
     verdict = cu_target_supported(server("EX19"), probe(), Version(15, 1, 1034), AUTH02_FAILED)
     assert not verdict.applicable
+
+
+@pytest.mark.parametrize("version", [Version(15, 1, 1034, 26), None])
+def test_gate02_not_applicable_to_edge(version):
+    # The CU6 break is in OWA and ECP, which an Edge server does not serve: whatever its build, even unreadable.
+    edge = replace(server("EDGE16", roles=("Edge",)), version=version)
+    verdict = cu_target_supported(edge, probe(), Version(15, 1, 1034), AUTH02_FAILED)
+    assert verdict.met and not verdict.applicable
+    assert "EDGE16 is an Edge Transport server" in verdict.evidence and "OWA and ECP" in verdict.evidence
+
+
+# --- hostile names in fixes --------------------------------------------------------------------------
+
+
+def test_auth01_fix_keeps_a_hostile_domain_and_fqdn_inert():
+    named = replace(server("EX01"), fqdn=f"ex01.{HOSTILE}")
+    domain_dn = f"DC=lab\nRemove-Item C:\\ -Recurse,DC={HOSTILE}"
+    fix = auth_certificate_configured(replace(directory((named,), None), domain_dn=domain_dn)).fix
+    domain = f"lab\nRemove-Item C:\\ -Recurse.{HOSTILE}"
+    assert f"-DomainName ('lab' + [char]0x000A + {literal(domain[4:])})" in fix
+    assert "# -DomainName is the AD domain (DC=lab<U+000A>Remove-Item C:\\ -Recurse,DC=Ops" in fix
+    assert f"Invoke-Command -ComputerName {literal(named.fqdn)} -ScriptBlock {{ Restart-Service" in fix
+    assert HOSTILE not in runnable_text(fix) and "Remove-Item" not in runnable_text(fix)
+
+
+def test_auth02_copy_fix_keeps_hostile_server_names_inert():
+    source = f"EX01 {HOSTILE}"
+    target = replace(server("EX03"), name=f"EX03\n{HOSTILE}", fqdn=f"ex03.lab.contoso.test;{HOSTILE}")
+    keyless = probe(store_cert(AUTH, private_key=False))
+    verdict = auth_certificate_on_server(
+        org(), target, keyless, {source: probe(store_cert(AUTH)), target.name: keyless}
+    )
+    fix = verdict.fix
+    assert f"$pfx = Export-ExchangeCertificate -Server {literal(source)} -Thumbprint {thumb(AUTH)} " in fix
+    hostile_target = f"('EX03' + [char]0x000A + {literal(HOSTILE)})"
+    assert f"Remove-ExchangeCertificate -Server {hostile_target} -Thumbprint {thumb(AUTH)} -Confirm:$false" in fix
+    assert f"Import-ExchangeCertificate -Server {hostile_target} -FileData $pfx.FileData" in fix
+    assert f"Invoke-Command -ComputerName {literal(target.fqdn)} -ScriptBlock" in fix
+    assert f"# If the export fails because the key is not exportable on EX01 {HOSTILE}," in fix
+    assert HOSTILE not in runnable_text(fix)
+
+
+def test_auth03_fix_quotes_the_servers_holding_the_old_certificate():
+    der = auth_der(days_left=-5)
+    holder = f"EX02 {HOSTILE}"
+    fix = auth_certificate_not_expired(org(thumb(der)), {holder: probe(store_cert(der))}, NOW).fix
+    assert f"Remove-ExchangeCertificate -Server {literal(holder)} -Thumbprint {thumb(der)} -Confirm:$false" in fix
+    assert HOSTILE not in runnable_text(fix)

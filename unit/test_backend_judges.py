@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from test_certificate_rules import (
+from factories import (
+    HOSTILE,
     IIS_APPID,
     NOW,
     exchange_self_signed,
     make_cert,
     probe,
+    runnable_text,
     server,
     store_cert,
     thumb,
@@ -24,6 +27,7 @@ from exchange_compliance.judge.backend import (
     backend_presents_valid_certificate,
     iis_certificates_not_expired,
 )
+from exchange_compliance.judge.powershell import literal
 from exchange_compliance.judge.verdict import FactUnavailable
 
 EX01 = server("EX01")
@@ -240,3 +244,59 @@ def test_gate01_certificate_missing_from_the_store_fails():
 
 def test_gate01_edge_is_not_applicable():
     assert not iis_certificates_not_expired(server("EDGE01", roles=("Edge",)), unavailable("EDGE01"), NOW).applicable
+
+
+# --- hostile names in fixes --------------------------------------------------------------------------
+
+# A server object named with code, and an FQDN whose host label would land in -SubjectName and -DomainName.
+HOSTILE_EX01 = replace(EX01, name=f"EX01\n{HOSTILE}", fqdn="ex01$(calc).lab.contoso.test")
+
+
+def test_be02_create_fix_keeps_hostile_names_inert():
+    future = exchange_self_signed("ex01", not_before=NOW + timedelta(seconds=1))
+    facts = probe(exchange_entry(future), backend=thumb(future))
+    tampered = "{4dc3e181-e14b-4a21-b022-59fc669b0914}' certstorename=MY; Remove-Item C:\\ -Recurse; '"
+    facts = replace(facts, ssl_bindings=tuple(replace(b, application_id=tampered) for b in facts.ssl_bindings))
+    fix = backend_certificate_valid(HOSTILE_EX01, facts, NOW).fix
+    lines = fix.splitlines()
+    assert lines[0] == f"# On EX01<U+000A>{HOSTILE} (ex01$(calc).lab.contoso.test), elevated PowerShell:"
+    assert (
+        f"$cert = New-ExchangeCertificate -Server ('EX01' + [char]0x000A + {literal(HOSTILE)}) "
+        "-SubjectName 'CN=ex01$(calc)' -DomainName 'ex01$(calc)','ex01$(calc).lab.contoso.test' "
+        '-FriendlyName "Microsoft Exchange" -KeySize 2048'
+    ) in lines
+    # An application ID that is not a GUID is not passed on: IIS's is used, and the comment says why.
+    assert f"# http.sys reported application ID {tampered}, not a GUID: IIS's is used instead" in lines
+    assert (
+        f"netsh http update sslcert ipport=0.0.0.0:444 certhash=$($cert.Thumbprint) appid='{IIS_APPID}' "
+        "certstorename=MY"
+    ) in lines
+    runnable = runnable_text(fix)
+    assert HOSTILE not in runnable and "$(calc)" not in runnable and "Remove-Item" not in runnable
+
+
+def test_be01_certificate_subject_cannot_start_a_command_line():
+    # Whoever made the certificate chose its subject; the fix names it in a comment.
+    forged = make_cert("ex01\nRemove-Item C:\\ -Recurse", ("ex01", "ex01.lab.contoso.test"))
+    fix = backend_binding_exists(EX01, probe(exchange_entry(forged), backend_binding=False)).fix
+    assert '# the self-signed "Microsoft Exchange" certificate: subject CN=ex01<U+000A>Remove-Item C:' in fix
+    assert "Remove-Item" not in runnable_text(fix)
+    assert f".AddSslCertificate('{thumb(forged)}', 'My')" in fix
+
+
+def test_gate01_fixes_keep_hostile_names_inert():
+    old = make_cert("mail.contoso.com", ("mail.contoso.com",), issuer_cn="Lab CA", not_after=NOW - timedelta(days=1))
+    renewed = make_cert("mail.contoso.com", ("mail.contoso.com", "autodiscover.contoso.com"), issuer_cn="Lab CA")
+    facts = probe(SELF_ENTRY, store_cert(old), store_cert(renewed), backend=thumb(SELF), frontend=thumb(old))
+    fix = iis_certificates_not_expired(HOSTILE_EX01, facts, NOW).fix
+    server = f"('EX01' + [char]0x000A + {literal(HOSTILE)})"
+    assert f"Enable-ExchangeCertificate -Server {server} -Thumbprint {thumb(renewed)} -Services IIS -Force" in fix
+    assert HOSTILE not in runnable_text(fix)
+    # Nothing valid for 443 in the store: a new self-signed certificate, as quoted.
+    fix = iis_certificates_not_expired(HOSTILE_EX01, probe(store_cert(old), frontend=thumb(old)), NOW).fix
+    assert f"# No valid certificate for 443 in EX01<U+000A>{HOSTILE}'s store" in fix
+    assert (
+        f"New-ExchangeCertificate -Server {server} -SubjectName 'CN=ex01$(calc)' -DomainName "
+        "'ex01$(calc)','ex01$(calc).lab.contoso.test' -FriendlyName \"Microsoft Exchange\" -Services IIS"
+    ) in fix
+    assert HOSTILE not in runnable_text(fix) and "$(calc)" not in runnable_text(fix)

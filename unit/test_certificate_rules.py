@@ -1,34 +1,17 @@
 """Certificate rules from DER: validity boundaries, RFC 6125 host names, self-signed, thumbprints.
 
-The top of this file is the small factory the judge tests share (certificates made with cryptography,
-facts built by hand): test_auth_judges, test_backend_judges and test_web_services_judge import it.
+The certificates and facts come from the factories the judge tests share (unit/factories.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
-from functools import cache
+from datetime import timedelta
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
+from factories import NOW, make_cert, probe, store_cert, thumb, unavailable
 
-from exchange_compliance.facts import (
-    AuthConfig,
-    Directory,
-    ExchangeServer,
-    ServerProbe,
-    SiteBinding,
-    SslCertBinding,
-    StoreCertificate,
-    Unavailable,
-    Version,
-    VirtualDirectory,
-)
+from exchange_compliance.facts import StoreCertificate
 from exchange_compliance.judge.certificates import (
     CertificateError,
     certificate_info,
@@ -37,151 +20,6 @@ from exchange_compliance.judge.certificates import (
     thumbprint_of,
 )
 from exchange_compliance.judge.verdict import FactUnavailable, available
-
-# --- factory -----------------------------------------------------------------------------------------
-
-NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
-DOMAIN = "lab.contoso.test"
-DOMAIN_DN = "DC=lab,DC=contoso,DC=test"
-ORG_DN = f"CN=Contoso,CN=Microsoft Exchange,CN=Services,CN=Configuration,{DOMAIN_DN}"
-IIS_APPID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"
-ROLES = {"Mailbox": 2, "ClientAccess": 4, "Edge": 64}
-
-
-@cache
-def rsa_key(name: str = "leaf") -> rsa.RSAPrivateKey:
-    # RSA 2048 as Exchange uses; generated once per name because key generation is the slow part.
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def make_cert(
-    cn: str | None = "ex01",
-    sans: tuple[str, ...] | None = ("ex01", f"ex01.{DOMAIN}"),
-    *,
-    not_before: datetime = NOW - timedelta(days=30),
-    not_after: datetime = NOW + timedelta(days=1800),
-    issuer_cn: str | None = None,
-    signer: str | None = None,
-    key: str = "leaf",
-    ec_key: bool = False,
-    serial: int | None = None,
-) -> bytes:
-    """DER of a certificate. Self-signed unless `issuer_cn` names a CA (signed with the "ca" key)."""
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else [])
-    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_cn)]) if issuer_cn else subject
-    private = ec.generate_private_key(ec.SECP256R1()) if ec_key else rsa_key(key)
-    signing = rsa_key(signer or ("ca" if issuer_cn else key)) if not ec_key else private
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(private.public_key())
-        .serial_number(serial or x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-    )
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), critical=False)
-    return builder.sign(signing, hashes.SHA256()).public_bytes(Encoding.DER)
-
-
-def thumb(der: bytes) -> str:
-    return hashlib.sha1(der).hexdigest().upper()
-
-
-def store_cert(der: bytes, *, friendly_name: str = "", private_key: bool = True) -> StoreCertificate:
-    """A store entry as the probe reports it; the strings are deliberately crude: judges must use the DER."""
-    info = certificate_info(der)
-    return StoreCertificate(
-        thumbprint=info.thumbprint.lower(),
-        subject="(as Windows prints it)",
-        issuer="(as Windows prints it)",
-        dns_names=info.dns_names,
-        not_before=info.not_before,
-        not_after=info.not_after,
-        has_private_key=private_key,
-        friendly_name=friendly_name,
-        der=der,
-    )
-
-
-def exchange_self_signed(name: str = "ex01", **kwargs: object) -> bytes:
-    """What setup binds on 444: CN=<host>, SANs host and FQDN."""
-    return make_cert(name, (name, f"{name}.{DOMAIN}"), **kwargs)  # type: ignore[arg-type]
-
-
-def probe(
-    *certs: StoreCertificate,
-    backend: str | None = None,
-    frontend: str | None = None,
-    netsh_backend: str | None = "same",
-    netsh_frontend: str | None = "same",
-    backend_binding: bool = True,
-) -> ServerProbe:
-    """A probe with the given store and the Back End (444) / Default Web Site (443) bindings.
-    `netsh_*` = "same" mirrors the IIS hash into http.sys, None leaves http.sys without an entry."""
-    bindings = []
-    if backend_binding:
-        bindings.append(SiteBinding("Exchange Back End", "https", "*:444:", backend, "My" if backend else None))
-    bindings.append(SiteBinding("Exchange Back End", "http", "*:81:", None, None))
-    bindings.append(SiteBinding("Default Web Site", "https", "*:443:", frontend, "My" if frontend else None))
-    ssl = []
-    for ip_port, iis, netsh in (("0.0.0.0:444", backend, netsh_backend), ("0.0.0.0:443", frontend, netsh_frontend)):
-        value = iis if netsh == "same" else netsh
-        if value:
-            ssl.append(SslCertBinding(ip_port, value, IIS_APPID, "MY"))
-    return ServerProbe("EX01", NOW - timedelta(days=3), tuple(certs), tuple(bindings), tuple(ssl))
-
-
-def server(
-    name: str = "EX01", roles: tuple[str, ...] = ("Mailbox", "ClientAccess"), version: Version | None = None
-) -> ExchangeServer:
-    return ExchangeServer(
-        name=name,
-        dn=f"CN={name},CN=Servers,CN=Exchange Administrative Group (FYDIBOHF23SPDLT),CN=Administrative Groups,{ORG_DN}",
-        fqdn=f"{name.lower()}.{DOMAIN}",
-        roles=sum(ROLES[r] for r in roles),
-        version=version or Version(15, 2, 1544, 4),
-        site="Default-First-Site-Name",
-    )
-
-
-def auth_config(
-    current: str | None, *, next_: str | None = None, effective: datetime | None = None, previous: str | None = None
-) -> AuthConfig:
-    raw = tuple(f"{i}:{t}" for i, t in ((0, current), (1, previous), (2, next_)) if t)
-    return AuthConfig(f"CN=Auth Configuration,{ORG_DN}", current, previous, next_, effective, raw)
-
-
-def ews(name: str, internal: str | None, external: str | None) -> VirtualDirectory:
-    dn = f"CN=EWS (Default Web Site),CN=HTTP,CN=Protocols,{server(name).dn}"
-    return VirtualDirectory(dn, name, "EWS (Default Web Site)", "msExchWebServicesVirtualDirectory", internal, external)
-
-
-def directory(
-    servers: tuple[ExchangeServer, ...] = (),
-    auth: AuthConfig | None = None,
-    vdirs: tuple[VirtualDirectory, ...] = (),
-) -> Directory:
-    return Directory(
-        domain_dn=DOMAIN_DN,
-        configuration_dn=f"CN=Configuration,{DOMAIN_DN}",
-        org_name="Contoso",
-        org_dn=ORG_DN,
-        org_security_descriptor=None,
-        well_known_groups={},
-        extended_rights={},
-        servers=servers,
-        computers={},
-        groups={},
-        auth_config=auth,
-        virtual_directories=vdirs,
-    )
-
-
-def unavailable(name: str) -> Unavailable:
-    return Unavailable("winrm probe", name, "connection refused on 5985")
-
 
 # --- parsing -----------------------------------------------------------------------------------------
 

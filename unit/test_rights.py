@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
+from factories import DOMAIN_SID, GROUPS, HOSTILE, SERVERS, TS, lab, raw, renamed, runnable_text
 
-from exchange_compliance.facts import Directory, ExchangeServer, Principal
+from exchange_compliance.facts import Directory
+from exchange_compliance.judge.powershell import literal
 from exchange_compliance.judge.rights import (
     IMPERSONATION,
     TOKEN_SERIALIZATION,
@@ -19,106 +19,6 @@ from exchange_compliance.judge.rights import (
     token_serialization_not_denied,
 )
 from exchange_compliance.judge.verdict import FactUnavailable, Verdict
-
-FIXTURE = json.loads((Path(__file__).parent / "data" / "descriptors.json").read_text())
-DOMAIN = FIXTURE["domain_sid"]
-TS = FIXTURE["guids"]["TS"]
-BASE = "DC=lab,DC=contoso,DC=test"
-CONFIG = f"CN=Configuration,{BASE}"
-ORG = f"CN=Contoso,CN=Microsoft Exchange,CN=Services,{CONFIG}"
-SERVERS = f"CN=Servers,CN=Exchange Administrative Group (FYDIBOHF23SPDLT),CN=Administrative Groups,{ORG}"
-MESG = f"OU=Microsoft Exchange Security Groups,{BASE}"
-GROUPS = {  # key -> (DN, RID); the SIDs match the fixture's placeholders
-    "ES": (f"CN=Exchange Servers,{MESG}", 1117),
-    "ETS": (f"CN=Exchange Trusted Subsystem,{MESG}", 1118),
-    "OM": (f"CN=Organization Management,{MESG}", 1104),
-    "EWP": (f"CN=Exchange Windows Permissions,{MESG}", 1119),
-    "DA": (f"CN=Domain Admins,CN=Users,{BASE}", 512),
-    "SOT": (f"CN=Server Operators Team,OU=Teams,{BASE}", 1200),
-    "G1": (f"CN=Helpdesk Servers,OU=Teams,{BASE}", 2001),
-    "G2": (f"CN=Tier1 Servers,OU=Teams,{BASE}", 2002),
-    "G3": (f"CN=All Server Admins,OU=Teams,{BASE}", 2003),
-}
-
-
-def raw(case: str) -> bytes:
-    return bytes.fromhex(FIXTURE["cases"][case]["hex"])
-
-
-def lab(
-    descriptors: dict[str, str | bytes | None] | None = None,
-    member_of: dict[str, tuple[str, ...]] | None = None,
-    nesting: dict[str, tuple[str, ...]] | None = None,
-    names: dict[str, str] | None = None,
-    primary: dict[str, int] | None = None,
-    n: int = 6,
-) -> Directory:
-    """EX01..EXn (Mailbox + Client Access, in ES and ETS) and EDGE1; `descriptors` maps server -> fixture case."""
-    descriptors, member_of, nesting = descriptors or {}, member_of or {}, nesting or {}
-    names, primary = names or {}, primary or {}
-
-    def dn(key: str) -> str:
-        return GROUPS[key][0]
-
-    groups = {
-        dn(key): Principal(
-            dn(key),
-            f"{DOMAIN}-{rid}",
-            names.get(key, dn(key)[3:].split(",")[0]),
-            tuple(dn(g) for g in nesting.get(key, ())),
-        )
-        for key, (_, rid) in GROUPS.items()
-    }
-    servers, computers = [], {}
-    for i in range(1, n + 1):
-        name = f"EX{i:02d}"
-        sd = descriptors.get(name, "server_default")
-        servers.append(
-            ExchangeServer(
-                name,
-                f"CN={name},{SERVERS}",
-                f"{name.lower()}.lab.contoso.test",
-                6,
-                None,
-                None,
-                raw(sd) if isinstance(sd, str) else sd,
-            )
-        )
-        computers[name] = Principal(
-            f"CN={name},CN=Computers,{BASE}",
-            f"{DOMAIN}-{1300 + i}",
-            name,
-            tuple(dn(g) for g in member_of.get(name, ("ES", "ETS"))),
-            "computer",
-            f"{name.lower()}.lab.contoso.test",
-            f"{DOMAIN}-{primary.get(name, 515)}",
-        )
-    servers.append(
-        ExchangeServer("EDGE1", f"CN=EDGE1,{SERVERS}", "edge1.dmz.test", 64, None, None, raw("server_default"))
-    )
-    return Directory(
-        domain_dn=BASE,
-        configuration_dn=CONFIG,
-        org_name="Contoso",
-        org_dn=ORG,
-        org_security_descriptor=raw("org_default"),
-        well_known_groups={
-            "exchange_servers": dn("ES"),
-            "exchange_trusted_subsystem": dn("ETS"),
-            "organization_management": dn("OM"),
-        },
-        extended_rights={
-            "ms-Exch-EPI-Token-Serialization": TS,
-            "ms-Exch-EPI-Impersonation": FIXTURE["guids"]["IMP"],
-            "ms-Exch-EPI-May-Impersonate": "bc39105d-9baa-477c-a34a-997cc25e3d60",
-        },
-        servers=tuple(servers),
-        computers=computers,
-        groups=groups,
-        auth_config=None,
-        virtual_directories=(),
-        domain_sid=DOMAIN,
-    )
 
 
 def acl01(directory: Directory, name: str) -> Verdict:
@@ -143,7 +43,7 @@ def test_seed_000_nested_team_in_domain_admins_fails_ex02_only() -> None:
     assert not verdict.met
     assert "EX02$ \u2192 Server Operators Team \u2192 Domain Admins" in verdict.evidence
     assert f"(OD;CIID;CR;{TS};;DA)" in verdict.evidence
-    assert f"Domain Admins ({DOMAIN}-512)" in verdict.evidence
+    assert f"Domain Admins ({DOMAIN_SID}-512)" in verdict.evidence
     assert f"on EX06 (CN=EX06,{SERVERS}), ACE #3" in verdict.evidence and "EDGE1" in verdict.evidence
     assert len(verdict.details["denied"]) == 7  # every server object, the Edge one included
     assert (
@@ -284,14 +184,14 @@ def test_seed_002_protected_dacl_fails(right: str) -> None:
 def test_passing_names_the_granting_ace() -> None:
     directory = lab()
     verdict = exchange_servers_hold_right(directory, directory.server("EX01"), TOKEN_SERIALIZATION)
-    assert verdict.met and f"ACE #10 (A;CIID;CR;;;{DOMAIN}-1117) (inherited)" in verdict.evidence
+    assert verdict.met and f"ACE #10 (A;CIID;CR;;;{DOMAIN_SID}-1117) (inherited)" in verdict.evidence
 
 
 def test_generic_all_to_exchange_servers_passes() -> None:
     directory = lab(descriptors={"EX02": "server_es_generic_all"})
     for right in (TOKEN_SERIALIZATION, IMPERSONATION):
         verdict = exchange_servers_hold_right(directory, directory.server("EX02"), right)
-        assert verdict.met and f"(A;;GA;;;{DOMAIN}-1117)" in verdict.evidence
+        assert verdict.met and f"(A;;GA;;;{DOMAIN_SID}-1117)" in verdict.evidence
 
 
 def test_explicit_deny_ahead_of_the_allow() -> None:
@@ -360,3 +260,56 @@ def test_membership_uses_well_known_dns_not_names() -> None:
     directory = replace(directory, well_known_groups={})
     with pytest.raises(FactUnavailable, match="otherWellKnownObjects"):
         exchange_group_membership(directory, directory.server("EX01"))
+
+
+# --- hostile names in fixes -----------------------------------------------------------------------------------
+
+
+def test_acl01_fix_keeps_hostile_names_inert() -> None:
+    # A group and server objects named by someone who wants the admin to run code: every name reaches the fix.
+    caller = "EX02\nRemove-Item C:\\ -Recurse"
+    directory = lab(member_of={"EX02": ("ES", "ETS", "SOT")}, nesting={"SOT": ("DA",)}, names={"SOT": HOSTILE})
+    directory = renamed(renamed(directory, "EX01", f"EX01 {HOSTILE}"), "EX02", caller)
+    fix = acl01(directory, caller).fix
+    assert fix.splitlines()[0] == f'Remove-ADGroupMember -Identity {literal(HOSTILE)} -Members "EX02$" -Confirm:$false'
+    assert f"Get-ADPermission -Identity {literal(f'EX01 {HOSTILE}')} | where" in fix
+    assert "# then restart EX02<U+000A>Remove-Item C:\\ -Recurse so its computer token" in fix
+    assert HOSTILE not in runnable_text(fix) and "Remove-Item" not in runnable_text(fix)
+    assert not any(line.startswith("Remove-Item") for line in fix.splitlines())
+
+
+def test_acl01_deny_ace_fix_quotes_the_server_and_the_trustee() -> None:
+    directory = renamed(lab(descriptors={"EX04": "deny_everyone"}), "EX04", HOSTILE)
+    fix = acl01(directory, "EX01").fix
+    assert fix.startswith(f'Remove-ADPermission -Identity {literal(HOSTILE)} -User "Everyone" -Deny')
+    assert HOSTILE not in runnable_text(fix)
+
+
+def test_acl02_fix_quotes_domain_and_name_as_one_value() -> None:
+    directory = lab(descriptors={"EX05": "server_protected"}, names={"ES": HOSTILE})
+    directory = replace(directory, netbios_domain="LAB$(calc)")
+    directory = renamed(directory, "EX05", f"EX05\n{HOSTILE}")
+    fix = exchange_servers_hold_right(directory, directory.server(f"EX05\n{HOSTILE}"), TOKEN_SERIALIZATION).fix
+    user = literal(f"LAB$(calc)\\{HOSTILE}")  # the whole DOMAIN\name, not the name alone
+    assert fix.splitlines()[0] == (
+        f"Add-ADPermission -Identity ('EX05' + [char]0x000A + {literal(HOSTILE)}) -User {user} "
+        f'-AccessRights ExtendedRight -ExtendedRights "{TOKEN_SERIALIZATION}"'
+    )
+    assert fix.splitlines()[1] == f"iisreset    # on EX05<U+000A>{HOSTILE}, from an elevated prompt"
+    assert HOSTILE not in runnable_text(fix) and "$(calc)" not in runnable_text(fix)
+
+
+def test_acl02_nesting_fix_quotes_the_denied_group() -> None:
+    directory = lab(nesting={"ES": ("DA",)}, names={"DA": HOSTILE})
+    fix = exchange_servers_hold_right(directory, directory.server("EX01"), IMPERSONATION).fix
+    assert fix.splitlines()[0] == (
+        f'Remove-ADGroupMember -Identity {literal(HOSTILE)} -Members "Exchange Servers" -Confirm:$false'
+    )
+    assert HOSTILE not in runnable_text(fix)
+
+
+def test_grp01_fix_quotes_the_group() -> None:
+    directory = lab(member_of={"EX04": ("ES",)}, names={"ETS": HOSTILE})
+    fix = exchange_group_membership(directory, directory.server("EX04")).fix
+    assert fix.splitlines()[0] == f'Add-ADGroupMember -Identity {literal(HOSTILE)} -Members "EX04$"'
+    assert HOSTILE not in runnable_text(fix)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from test_certificate_rules import directory, ews, server
+from factories import HOSTILE, directory, ews, runnable_text, server
 
+from exchange_compliance.judge.powershell import literal
 from exchange_compliance.judge.web_services import ews_urls_set, is_https_url
 
 EX01, EX02 = server("EX01"), server("EX02")
@@ -79,3 +80,24 @@ def test_not_applicable_without_client_access():
     assert not ews_urls_set(mailbox_only, directory((mailbox_only,)), hybrid=True).applicable
     edge = server("EDGE01", roles=("Edge",))
     assert not ews_urls_set(edge, directory((edge,)), hybrid=True).applicable
+
+
+# --- hostile names in fixes --------------------------------------------------------------------------
+
+
+def test_fixes_keep_hostile_names_and_urls_inert():
+    # Another server's ExternalUrl is copied into the fix: it passes as https, and carries code.
+    published = "https://mail.contoso.com/EWS/Exchange.asmx?x=$(Remove-Item C:\\ -Recurse)"
+    named = server(HOSTILE)
+    vdirs = (ews(HOSTILE, None, None), ews("EX02", "https://ex02.lab.contoso.test/EWS/Exchange.asmx", published))
+    fix = ews_urls_set(named, directory((named, EX02), vdirs=vdirs), hybrid=True).fix
+    internal = f"https://{named.fqdn}/EWS/Exchange.asmx"
+    identity = HOSTILE + "\\EWS (Default Web Site)"
+    assert fix == (
+        f"Set-WebServicesVirtualDirectory -Identity {literal(identity)} "
+        f"-InternalUrl {literal(internal)} -ExternalUrl {literal(published)}"
+    )
+    assert HOSTILE not in runnable_text(fix) and "Remove-Item" not in runnable_text(fix)
+    fix = ews_urls_set(named, directory((named, EX02), vdirs=vdirs[1:]), hybrid=True).fix
+    assert fix.startswith(f'New-WebServicesVirtualDirectory -Server {literal(HOSTILE)} -WebSiteName "Default Web Site"')
+    assert HOSTILE not in runnable_text(fix) and "Remove-Item" not in runnable_text(fix)

@@ -21,6 +21,7 @@ from .certificates import (
     store_info,
     utc,
 )
+from .powershell import argument, comment, quote
 from .verdict import FactUnavailable, Verdict, available
 
 AUTH_NAME = "Microsoft Exchange Server Auth Certificate"
@@ -91,7 +92,7 @@ def _restart(servers: Iterable[ExchangeServer]) -> str:
         "Restart-Service MSExchangeServiceHost; Import-Module WebAdministration; "
         "Restart-WebAppPool MSExchangeOWAAppPool; Restart-WebAppPool MSExchangeECPAppPool"
     )
-    names = ", ".join(server.fqdn or server.name for server in servers)
+    names = ", ".join(argument(server.fqdn or server.name) for server in servers)
     return f"Invoke-Command -ComputerName {names} -ScriptBlock {{ {commands} }}" if names else commands
 
 
@@ -100,8 +101,8 @@ def _new_auth_certificate(directory: Directory, seed: str) -> list[str]:
     # which is the SMTP domain in most orgs. Seed 003 creates it without names, as setup does.
     if seed == "001":
         domain = dns_domain(directory.domain_dn)
-        domain_arg = f'"{domain}"'
-        note = [f"# -DomainName is the AD domain ({directory.domain_dn}); use your SMTP domain if it differs."]
+        domain_arg = quote(domain)
+        note = [f"# -DomainName is the AD domain ({comment(directory.domain_dn)}); use your SMTP domain if it differs."]
     else:
         domain_arg, note = "@()", []
     return [
@@ -137,7 +138,10 @@ def create_and_publish_fix(
         ]
         if holders:
             lines.append("# Once the new certificate is current, remove the old one from every server holding it:")
-        lines += [f"Remove-ExchangeCertificate -Server {name} -Thumbprint {old} -Confirm:$false" for name in holders]
+        lines += [
+            f"Remove-ExchangeCertificate -Server {argument(name)} -Thumbprint {argument(old)} -Confirm:$false"
+            for name in holders
+        ]
     if hybrid:
         lines.append("# The org is hybrid: rerun the Hybrid Configuration Wizard so Azure AD gets the new certificate.")
     lines.append("# Publishing can take up to an hour to reach every server.")
@@ -150,22 +154,26 @@ def copy_certificate_fix(
     """Seed 001's workaround: export the certificate with its key from `source`, import it on `targets`; then
     restart what signs tokens (not needed for a staged next certificate, which the Service Host picks up)."""
     lines = [
-        f"# Exchange Management Shell: copy {thumbprint} from {source}, which has it with its private key.",
+        f"# Exchange Management Shell: copy {comment(thumbprint)} from {comment(source)}, which has it with its "
+        "private key.",
         "$password = Read-Host -AsSecureString -Prompt 'Password protecting the exported certificate'",
-        f"$pfx = Export-ExchangeCertificate -Server {source} -Thumbprint {thumbprint} -BinaryEncoded "
-        "-Password $password",
+        f"$pfx = Export-ExchangeCertificate -Server {argument(source)} -Thumbprint {argument(thumbprint)} "
+        "-BinaryEncoded -Password $password",
     ]
     for target in targets:
+        server = argument(target.name)
         if target.name in replace:  # a copy without its key blocks the import of the same thumbprint
-            lines.append(f"Remove-ExchangeCertificate -Server {target.name} -Thumbprint {thumbprint} -Confirm:$false")
+            lines.append(
+                f"Remove-ExchangeCertificate -Server {server} -Thumbprint {argument(thumbprint)} -Confirm:$false"
+            )
         lines.append(
-            f"Import-ExchangeCertificate -Server {target.name} -FileData $pfx.FileData -Password $password "
+            f"Import-ExchangeCertificate -Server {server} -FileData $pfx.FileData -Password $password "
             "-PrivateKeyExportable $true"
         )
     lines += [
         *([_restart(targets)] if restart else []),
-        f"# If the export fails because the key is not exportable on {source}, create and publish a new Auth "
-        "certificate instead (seed 001).",
+        f"# If the export fails because the key is not exportable on {comment(source)}, create and publish a new "
+        "Auth certificate instead (seed 001).",
     ]
     return "\n".join(lines)
 
@@ -273,7 +281,8 @@ def _stage_fix(directory: Directory, left: timedelta, next_thumbprint: str | Non
     days = _effective_in_days(left)
     if days == 0:
         return create_and_publish_fix(directory, seed="003", old=_current(directory.auth_config), probes=probes)
-    staged = "$cert.Thumbprint" if next_thumbprint is None else next_thumbprint
+    # $cert.Thumbprint is the suite's own text (the certificate created just above); a staged one comes from AD.
+    staged = "$cert.Thumbprint" if next_thumbprint is None else argument(next_thumbprint)
     lines = [] if next_thumbprint else _new_auth_certificate(directory, "003")
     lines += [
         f"Set-AuthConfig -NewCertificateThumbprint {staged} -NewCertificateEffectiveDate (Get-Date).AddDays({days}) "
@@ -362,12 +371,19 @@ def auth_certificate_renewal(
 def cu_target_supported(
     server: ExchangeServer, probe: ServerProbe | Unavailable | None, target: Version, auth_verdict: Verdict
 ) -> Verdict:
-    """GATE-02: an Exchange 2016 server targeted at CU6 breaks OWA/ECP without the OAuth certificate (seed 001).
+    """GATE-02: an Exchange 2016 server targeted at CU6 breaks OWA/ECP without the OAuth certificate (seed 001);
+    not applicable to Edge Transport servers, which serve neither.
 
     The current build comes from AD (server.version); `probe` is not needed and is accepted so every gate has
     the same shape, which is also why an Unavailable probe does not make this row an error.
     """
     del probe
+    if server.is_edge:
+        # Before the version: whatever build an Edge server runs, the break cannot reach it.
+        return Verdict.not_applicable(
+            f"{server.name} is an Edge Transport server: the CU6 missing-OAuth-certificate break (seed 001) is "
+            "about OWA and ECP, which Edge does not serve"
+        )
     current = server.version
     if current is None:
         raise FactUnavailable(f"{server.name}: its Exchange version could not be read from AD")
@@ -382,14 +398,14 @@ def cu_target_supported(
             **details,
         )
     advice = (
-        f"Target Exchange 2016 CU7 ({EXCHANGE_2016_CU7}) or later instead of CU6 ({EXCHANGE_2016_CU6}), and make "
-        "sure AUTH-02 passes for this server first."
+        f"# Target Exchange 2016 CU7 ({EXCHANGE_2016_CU7}) or later instead of CU6 ({EXCHANGE_2016_CU6}), and "
+        "make\n# sure AUTH-02 passes for this server first."
     )
     if auth_verdict.applicable and not auth_verdict.met:
         return Verdict.failed(
             f"{builds}: CU6 breaks OWA and ECP when the Auth (OAuth) certificate is missing, and AUTH-02 fails for "
             f"{server.name}: {auth_verdict.evidence}",
-            f"{advice}\nAUTH-02's fix:\n{auth_verdict.fix}",
+            f"{advice}\n# AUTH-02's fix:\n{auth_verdict.fix}",
             auth_02="failed",
             **details,
         )

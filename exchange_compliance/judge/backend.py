@@ -7,6 +7,7 @@ certificate (CN=<host>, SANs host and FQDN); the fix is always to bind that one 
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from ..collect.probe import normalize_thumbprint
@@ -19,6 +20,7 @@ from .certificates import (
     find_in_store,
     store_info,
 )
+from .powershell import argument, comment, literal, quote
 from .verdict import FactUnavailable, Verdict, available
 
 BACKEND_SITE = "Exchange Back End"
@@ -26,6 +28,7 @@ BACKEND_IPPORT = "0.0.0.0:444"
 EXCHANGE_FRIENDLY_NAME = "Microsoft Exchange"
 # IIS's application ID in http.sys, used when no binding exists to take it from.
 IIS_APPID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"
+_GUID = re.compile(r"\{?[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}\}?")
 
 
 def host_names(server: ExchangeServer) -> tuple[str, ...]:
@@ -97,29 +100,44 @@ def exchange_certificate(
     return max(candidates, key=lambda pair: pair[1].not_after, default=None)
 
 
+def _new_self_signed(server: ExchangeServer, options: str, assign: str = "") -> str:
+    """New-ExchangeCertificate for the server's own "Microsoft Exchange" certificate, as setup makes it."""
+    names = ",".join(quote(name) for name in host_names(server))
+    subject = quote(f"CN={server.host_name}")
+    return (
+        f"{assign}New-ExchangeCertificate -Server {argument(server.name)} -SubjectName {subject} -DomainName {names} "
+        f'-FriendlyName "{EXCHANGE_FRIENDLY_NAME}" {options}'
+    )
+
+
 def bind_backend_fix(server: ExchangeServer, probe: ServerProbe, now: datetime | None) -> str:
     """Bind the self-signed "Microsoft Exchange" certificate to the Exchange Back End site on 444, then iisreset."""
     site, netsh = _backend_bindings(probe)
-    where = f"# On {server.name} ({server.fqdn or server.name}), elevated PowerShell:"
+    where = f"# On {comment(server.name)} ({comment(server.fqdn or server.name)}), elevated PowerShell:"
     own = exchange_certificate(server, probe, now)
     if own is not None:
-        lines = [where, f'# the self-signed "{EXCHANGE_FRIENDLY_NAME}" certificate: {own[1].describe()}']
-        thumbprint, ps_thumbprint = own[1].thumbprint, f"'{own[1].thumbprint}'"
+        # describe() carries the certificate's subject and names, which whoever made the certificate chose.
+        lines = [where, f'# the self-signed "{EXCHANGE_FRIENDLY_NAME}" certificate: {comment(own[1].describe())}']
+        # The thumbprint is the SHA-1 of the DER, computed here: hex digits only.
+        thumbprint, ps_thumbprint = own[1].thumbprint, literal(own[1].thumbprint)
     else:
-        names = ",".join(f'"{name}"' for name in host_names(server))
         lines = [
             where,
             f'# no valid self-signed "{EXCHANGE_FRIENDLY_NAME}" certificate naming the host is in the store: create '
             "one (Exchange Management Shell; answer N if asked to overwrite the default SMTP certificate)",
-            f'$cert = New-ExchangeCertificate -Server {server.name} -SubjectName "CN={server.host_name}" '
-            f'-DomainName {names} -FriendlyName "{EXCHANGE_FRIENDLY_NAME}" -KeySize 2048',
+            _new_self_signed(server, "-KeySize 2048", assign="$cert = "),
         ]
         thumbprint, ps_thumbprint = "$($cert.Thumbprint)", "$cert.Thumbprint"
     if netsh is not None:
         # An existing http.sys binding makes IIS's AddSslCertificate fail; update it in place, keeping its app ID.
+        # The app ID is read from netsh's output: only a GUID is passed on, anything else is not an app ID.
+        appid = netsh.application_id or IIS_APPID
+        if not _GUID.fullmatch(appid):
+            lines.append(f"# http.sys reported application ID {comment(appid)}, not a GUID: IIS's is used instead")
+            appid = IIS_APPID
         lines.append(
             f"netsh http update sslcert ipport={BACKEND_IPPORT} certhash={thumbprint} "
-            f"appid='{netsh.application_id or IIS_APPID}' certstorename=MY"
+            f"appid={literal(appid)} certstorename=MY"
         )
     else:
         lines.append("Import-Module WebAdministration")
@@ -230,8 +248,9 @@ def backend_presents_valid_certificate(
     if differs and bound_info is not None and bound_info.is_valid_at(now) and bound_info.matches_host(fqdn):
         # The binding itself is right: make IIS serve it, then look for what else answers on 444.
         fix = (
-            f"# On {server.name}, elevated:\niisreset\n# If {hello.address}:444 still presents {info.thumbprint}, "
-            f"a load balancer or TLS inspection device answers there: send back-end traffic straight to {fqdn}."
+            f"# On {comment(server.name)}, elevated:\niisreset\n# If {comment(hello.address)}:444 still presents "
+            f"{info.thumbprint}, a load balancer or TLS inspection device answers there: send back-end traffic "
+            f"straight to {comment(fqdn)}."
         )
     else:
         fix = bind_backend_fix(server, facts, now)
@@ -298,13 +317,13 @@ def iis_certificates_not_expired(server: ExchangeServer, probe: ServerProbe | Un
         if any(":443" in w for w in where):
             new = _replacement(server, facts, info, now)
             fixes.append(
-                f"Enable-ExchangeCertificate -Server {server.name} -Thumbprint {new} -Services IIS -Force\niisreset"
+                f"Enable-ExchangeCertificate -Server {argument(server.name)} -Thumbprint {argument(new)} -Services IIS "
+                "-Force\niisreset"
                 if new
-                else f"# No valid certificate for 443 in {server.name}'s store: bind a new self-signed one for setup "
-                "(clients will warn until a renewed CA-issued certificate is enabled)\n"
-                f'New-ExchangeCertificate -Server {server.name} -SubjectName "CN={server.host_name}" -DomainName '
-                + ",".join(f'"{name}"' for name in host_names(server))
-                + f' -FriendlyName "{EXCHANGE_FRIENDLY_NAME}" -Services IIS\niisreset'
+                else f"# No valid certificate for 443 in {comment(server.name)}'s store: bind a new self-signed one "
+                "for setup (clients will warn until a renewed CA-issued certificate is enabled)\n"
+                + _new_self_signed(server, "-Services IIS")
+                + "\niisreset"
             )
     details = {"bound": {tp: where for tp, where in bound.items()}}
     if problems:

@@ -31,6 +31,7 @@ from exchange_compliance.judge.access import (
     transitive_groups,
     unresolved_groups,
 )
+from exchange_compliance.judge.powershell import comment, quote
 from exchange_compliance.judge.security_descriptor import (
     CONTAINER_INHERIT_ACE,
     Ace,
@@ -43,8 +44,9 @@ from exchange_compliance.judge.verdict import FactUnavailable, Verdict
 TOKEN_SERIALIZATION = "ms-Exch-EPI-Token-Serialization"
 IMPERSONATION = "ms-Exch-EPI-Impersonation"
 ARROW = " \u2192 "
+# `server` is filled in quoted (powershell.quote); the where-filter is the suite's own text.
 SEED_000_CHECK = (
-    'Get-ADPermission -Identity "{server}" | where {{($_.ExtendedRights -like "ms-Exch-EPI-Token-Serialization") '
+    'Get-ADPermission -Identity {server} | where {{($_.ExtendedRights -like "ms-Exch-EPI-Token-Serialization") '
     '-and ($_.Deny -like "True")}} | ft -autosize User,ExtendedRights'
 )
 
@@ -226,17 +228,21 @@ def _acl01_fix(
             who = display_name(member)
             if is_primary_group_link(member, group):
                 # Remove-ADGroupMember cannot drop a primary group; make Domain Computers primary again.
-                commands.append(f'Add-ADGroupMember -Identity "Domain Computers" -Members "{who}"')
-                commands.append(f'Set-ADComputer -Identity "{who}" -Replace @{{primaryGroupID=515}}')
+                commands.append(f'Add-ADGroupMember -Identity "Domain Computers" -Members {quote(who)}')
+                commands.append(f"Set-ADComputer -Identity {quote(who)} -Replace @{{primaryGroupID=515}}")
             else:
-                commands.append(f'Remove-ADGroupMember -Identity "{group.name}" -Members "{who}" -Confirm:$false')
+                commands.append(
+                    f"Remove-ADGroupMember -Identity {quote(group.name)} -Members {quote(who)} -Confirm:$false"
+                )
     lines = list(dict.fromkeys(commands))  # each command once, in order
     if membership_changed:
-        lines.append(f"# then restart {caller.name} so its computer token drops the group, and confirm:")
-        lines.append(f"gpresult /scope computer /r    # on {caller.name}: no group named by the deny entries below")
+        lines.append(f"# then restart {comment(caller.name)} so its computer token drops the group, and confirm:")
+        lines.append(
+            f"gpresult /scope computer /r    # on {comment(caller.name)}: no group named by the deny entries below"
+        )
     else:
         lines.append("# then confirm:")
-    lines.append(SEED_000_CHECK.format(server=denials[0].target.name))
+    lines.append(SEED_000_CHECK.format(server=quote(denials[0].target.name)))
     return "\n".join(lines)
 
 
@@ -254,14 +260,14 @@ def _first_foreign_link(
 
 def _remove_ace(directory: Directory, target: ExchangeServer, ace: Ace, cn: str) -> str:
     user = qualified_name(directory, ace.sid or "")
-    command = f'-User "{user}" -Deny -AccessRights ExtendedRight -ExtendedRights "{cn}"'
+    command = f"-User {quote(user)} -Deny -AccessRights ExtendedRight -ExtendedRights {quote(cn)}"
     if not ace.inherited:
-        return f'Remove-ADPermission -Identity "{target.name}" {command}'
+        return f"Remove-ADPermission -Identity {quote(target.name)} {command}"
     # Inherited: it has to go where it is set. The organization container is where setup writes its ACEs.
     return (
-        f"# {ace.to_sddl(directory.domain_sid)} on {target.name} is inherited; remove it where it is set, "
-        f'e.g. the organization container:\nRemove-ADPermission -Identity "{directory.org_dn}" {command} '
-        "-InheritanceType All"
+        f"# {comment(ace.to_sddl(directory.domain_sid))} on {comment(target.name)} is inherited; remove it where "
+        f"it is set, e.g. the organization container:\nRemove-ADPermission -Identity {quote(directory.org_dn)} "
+        f"{command} -InheritanceType All"
     )
 
 
@@ -301,11 +307,12 @@ def exchange_servers_hold_right(directory: Directory, server: ExchangeServer, ri
         lines += _explain_not_granted(directory, descriptor, token, guid, decision)
     lines += notes
     domain = netbios_domain(directory)
+    user = f"{domain}\\{name}"  # one value: quoting the name alone would leave the domain part open
     commands.append(
-        f'Add-ADPermission -Identity "{server.name}" -User "{domain}\\{name}" '
-        f'-AccessRights ExtendedRight -ExtendedRights "{cn}"'
+        f"Add-ADPermission -Identity {quote(server.name)} -User {quote(user)} "
+        f"-AccessRights ExtendedRight -ExtendedRights {quote(cn)}"
     )
-    commands.append(f"iisreset    # on {server.name}, from an elevated prompt")
+    commands.append(f"iisreset    # on {comment(server.name)}, from an elevated prompt")
     details = {"object": server.dn, "right": cn, "outcome": decision.outcome, "protected": descriptor.dacl_protected}
     if decision.ace is not None:
         details["ace"] = decision.ace.to_sddl(directory.domain_sid)
@@ -317,12 +324,15 @@ def _acl02_deny_fix(directory: Directory, server: ExchangeServer, group: Princip
     chain = membership_chain(directory, group.dn, ace.sid or "")
     if len(chain) >= 2:
         # Exchange Servers nested into a denied group: undo the nesting (it hurts every object, not only this one).
-        commands.append(f'Remove-ADGroupMember -Identity "{chain[1].name}" -Members "{group.name}" -Confirm:$false')
+        commands.append(
+            f"Remove-ADGroupMember -Identity {quote(chain[1].name)} -Members {quote(group.name)} -Confirm:$false"
+        )
     if not ace.inherited:
         # An explicit deny precedes an explicit allow in canonical order: the allow below would not win.
+        user = qualified_name(directory, ace.sid or "")
         commands.append(
-            f'Remove-ADPermission -Identity "{server.name}" -User "{qualified_name(directory, ace.sid or "")}"'
-            f' -Deny -AccessRights ExtendedRight -ExtendedRights "{cn}"'
+            f"Remove-ADPermission -Identity {quote(server.name)} -User {quote(user)}"
+            f" -Deny -AccessRights ExtendedRight -ExtendedRights {quote(cn)}"
         )
     else:
         commands.append("# the deny is inherited: the explicit allow added below is evaluated ahead of it")
@@ -410,6 +420,6 @@ def exchange_group_membership(directory: Directory, server: ExchangeServer) -> V
     unresolved = unresolved_groups(directory, account)
     if unresolved:
         lines.append("not collected, so not followed: " + "; ".join(unresolved))
-    fix = [f'Add-ADGroupMember -Identity "{name}" -Members "{who}"' for name, _ in missing]
-    fix.append(f"# then restart {server.name} so its computer token carries the group")
+    fix = [f"Add-ADGroupMember -Identity {quote(name)} -Members {quote(who)}" for name, _ in missing]
+    fix.append(f"# then restart {comment(server.name)} so its computer token carries the group")
     return Verdict.failed("\n".join(lines), "\n".join(fix), account=who, missing=[dn for _, dn in missing])

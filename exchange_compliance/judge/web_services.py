@@ -6,6 +6,7 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 from ..facts import Directory, ExchangeServer, VirtualDirectory
+from .powershell import argument, quote
 from .verdict import Verdict
 
 EWS_VDIR = "EWS (Default Web Site)"
@@ -50,12 +51,14 @@ def ews_urls_set(server: ExchangeServer, directory: Directory, hybrid: bool) -> 
             f"{server.name} has no Client Access role ({', '.join(server.role_names) or 'none'}): no EWS front end"
         )
     vdir = ews_directory(directory, server)
-    internal_fix = f"https://{server.fqdn or server.name}{EWS_PATH}"
-    external_fix = _org_external_url(directory, server)
+    # Both URLs are built from AD (the FQDN, another server's ExternalUrl): argument() keeps a plain URL bare.
+    internal_fix = argument(f"https://{server.fqdn or server.name}{EWS_PATH}")
+    external = _org_external_url(directory, server)
+    external_fix = argument(external) if external else None
     if vdir is None:
         return Verdict.failed(
             f"{server.name} has no '{EWS_VDIR}' virtual directory in AD",
-            f'New-WebServicesVirtualDirectory -Server {server.name} -WebSiteName "Default Web Site" '
+            f'New-WebServicesVirtualDirectory -Server {argument(server.name)} -WebSiteName "Default Web Site" '
             f"-InternalUrl {internal_fix}" + (f" -ExternalUrl {external_fix}" if hybrid and external_fix else ""),
             hybrid=hybrid,
         )
@@ -78,7 +81,6 @@ def ews_urls_set(server: ExchangeServer, directory: Directory, hybrid: bool) -> 
     if not problems:
         scope = "" if hybrid else " (ExternalUrl not required: the org is not hybrid)"
         return Verdict.passed(f"'{EWS_VDIR}' on {server.name}: {found}{scope}", **details)
-    fix = "\n".join(
-        [*notes, f'Set-WebServicesVirtualDirectory -Identity "{server.name}\\{EWS_VDIR}" ' + " ".join(arguments)]
-    )
+    identity = f"{server.name}\\{EWS_VDIR}"  # SERVER\vdir is one value, quoted whole
+    fix = "\n".join([*notes, f"Set-WebServicesVirtualDirectory -Identity {quote(identity)} " + " ".join(arguments)])
     return Verdict.failed(f"'{EWS_VDIR}' on {server.name}: {found}: " + "; ".join(problems), fix, **details)

@@ -79,7 +79,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
     # The terminal counts waived and not-applicable rows in the suite's words, not as xfailed / skipped.
-    row = next((value for key, value in report.user_properties if key == results.ROW_KEY), None)
+    # Collection reports have no user_properties.
+    row = next((value for key, value in getattr(report, "user_properties", ()) if key == results.ROW_KEY), None)
     if row is not None and row["outcome"] == "waived":
         return "waived", "w", "WAIVED"
     if row is not None and row["outcome"] == "not_applicable":

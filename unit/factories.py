@@ -1,0 +1,336 @@
+"""Factories the unit tests share: hand-built facts, certificates made with cryptography, and a directory
+whose security descriptors were recorded from Samba (data/descriptors.json).
+
+A plain module, not a test module: the judge tests and conftest's `build_org` (the report, waiver and gate
+tests) import it, and no test module imports from another. A factory kept in a test module makes each of its
+users run that module's imports and top-level code, and reworking one test file could break the collection
+of others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from exchange_compliance.facts import (
+    AuthConfig,
+    Directory,
+    ExchangeServer,
+    Principal,
+    ServerProbe,
+    SiteBinding,
+    SslCertBinding,
+    StoreCertificate,
+    Unavailable,
+    Version,
+    VirtualDirectory,
+)
+from exchange_compliance.judge.certificates import certificate_info
+
+# --- certificates and Exchange facts ---------------------------------------------------------------------
+
+NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
+DOMAIN = "lab.contoso.test"
+DOMAIN_DN = "DC=lab,DC=contoso,DC=test"
+ORG_DN = f"CN=Contoso,CN=Microsoft Exchange,CN=Services,CN=Configuration,{DOMAIN_DN}"
+IIS_APPID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"
+ROLES = {"Mailbox": 2, "ClientAccess": 4, "Edge": 64}
+
+
+@cache
+def rsa_key(name: str = "leaf") -> rsa.RSAPrivateKey:
+    # RSA 2048 as Exchange uses; generated once per name because key generation is the slow part.
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def make_cert(
+    cn: str | None = "ex01",
+    sans: tuple[str, ...] | None = ("ex01", f"ex01.{DOMAIN}"),
+    *,
+    not_before: datetime = NOW - timedelta(days=30),
+    not_after: datetime = NOW + timedelta(days=1800),
+    issuer_cn: str | None = None,
+    signer: str | None = None,
+    key: str = "leaf",
+    ec_key: bool = False,
+    serial: int | None = None,
+) -> bytes:
+    """DER of a certificate. Self-signed unless `issuer_cn` names a CA (signed with the "ca" key)."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else [])
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_cn)]) if issuer_cn else subject
+    private = ec.generate_private_key(ec.SECP256R1()) if ec_key else rsa_key(key)
+    signing = rsa_key(signer or ("ca" if issuer_cn else key)) if not ec_key else private
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(private.public_key())
+        .serial_number(serial or x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), critical=False)
+    return builder.sign(signing, hashes.SHA256()).public_bytes(Encoding.DER)
+
+
+def thumb(der: bytes) -> str:
+    return hashlib.sha1(der).hexdigest().upper()
+
+
+def store_cert(der: bytes, *, friendly_name: str = "", private_key: bool = True) -> StoreCertificate:
+    """A store entry as the probe reports it; the strings are deliberately crude: judges must use the DER."""
+    info = certificate_info(der)
+    return StoreCertificate(
+        thumbprint=info.thumbprint.lower(),
+        subject="(as Windows prints it)",
+        issuer="(as Windows prints it)",
+        dns_names=info.dns_names,
+        not_before=info.not_before,
+        not_after=info.not_after,
+        has_private_key=private_key,
+        friendly_name=friendly_name,
+        der=der,
+    )
+
+
+def exchange_self_signed(name: str = "ex01", **kwargs: object) -> bytes:
+    """What setup binds on 444: CN=<host>, SANs host and FQDN."""
+    return make_cert(name, (name, f"{name}.{DOMAIN}"), **kwargs)  # type: ignore[arg-type]
+
+
+def probe(
+    *certs: StoreCertificate,
+    backend: str | None = None,
+    frontend: str | None = None,
+    netsh_backend: str | None = "same",
+    netsh_frontend: str | None = "same",
+    backend_binding: bool = True,
+) -> ServerProbe:
+    """A probe with the given store and the Back End (444) / Default Web Site (443) bindings.
+    `netsh_*` = "same" mirrors the IIS hash into http.sys, None leaves http.sys without an entry."""
+    bindings = []
+    if backend_binding:
+        bindings.append(SiteBinding("Exchange Back End", "https", "*:444:", backend, "My" if backend else None))
+    bindings.append(SiteBinding("Exchange Back End", "http", "*:81:", None, None))
+    bindings.append(SiteBinding("Default Web Site", "https", "*:443:", frontend, "My" if frontend else None))
+    ssl = []
+    for ip_port, iis, netsh in (("0.0.0.0:444", backend, netsh_backend), ("0.0.0.0:443", frontend, netsh_frontend)):
+        value = iis if netsh == "same" else netsh
+        if value:
+            ssl.append(SslCertBinding(ip_port, value, IIS_APPID, "MY"))
+    return ServerProbe("EX01", NOW - timedelta(days=3), tuple(certs), tuple(bindings), tuple(ssl))
+
+
+def server(
+    name: str = "EX01", roles: tuple[str, ...] = ("Mailbox", "ClientAccess"), version: Version | None = None
+) -> ExchangeServer:
+    return ExchangeServer(
+        name=name,
+        dn=f"CN={name},CN=Servers,CN=Exchange Administrative Group (FYDIBOHF23SPDLT),CN=Administrative Groups,{ORG_DN}",
+        fqdn=f"{name.lower()}.{DOMAIN}",
+        roles=sum(ROLES[r] for r in roles),
+        version=version or Version(15, 2, 1544, 4),
+        site="Default-First-Site-Name",
+    )
+
+
+def auth_config(
+    current: str | None, *, next_: str | None = None, effective: datetime | None = None, previous: str | None = None
+) -> AuthConfig:
+    raw = tuple(f"{i}:{t}" for i, t in ((0, current), (1, previous), (2, next_)) if t)
+    return AuthConfig(f"CN=Auth Configuration,{ORG_DN}", current, previous, next_, effective, raw)
+
+
+def ews(name: str, internal: str | None, external: str | None) -> VirtualDirectory:
+    dn = f"CN=EWS (Default Web Site),CN=HTTP,CN=Protocols,{server(name).dn}"
+    return VirtualDirectory(dn, name, "EWS (Default Web Site)", "msExchWebServicesVirtualDirectory", internal, external)
+
+
+def directory(
+    servers: tuple[ExchangeServer, ...] = (),
+    auth: AuthConfig | None = None,
+    vdirs: tuple[VirtualDirectory, ...] = (),
+) -> Directory:
+    return Directory(
+        domain_dn=DOMAIN_DN,
+        configuration_dn=f"CN=Configuration,{DOMAIN_DN}",
+        org_name="Contoso",
+        org_dn=ORG_DN,
+        org_security_descriptor=None,
+        well_known_groups={},
+        extended_rights={},
+        servers=servers,
+        computers={},
+        groups={},
+        auth_config=auth,
+        virtual_directories=vdirs,
+    )
+
+
+def unavailable(name: str) -> Unavailable:
+    return Unavailable("winrm probe", name, "connection refused on 5985")
+
+
+# --- directory rights (ACL-01..03, GRP-01), descriptors recorded from Samba ---------------------------
+
+FIXTURE = json.loads((Path(__file__).parent / "data" / "descriptors.json").read_text())
+DOMAIN_SID = FIXTURE["domain_sid"]
+TS = FIXTURE["guids"]["TS"]
+BASE = DOMAIN_DN  # the same lab domain as the certificate factories above
+CONFIG = f"CN=Configuration,{BASE}"
+ORG = f"CN=Contoso,CN=Microsoft Exchange,CN=Services,{CONFIG}"
+SERVERS = f"CN=Servers,CN=Exchange Administrative Group (FYDIBOHF23SPDLT),CN=Administrative Groups,{ORG}"
+MESG = f"OU=Microsoft Exchange Security Groups,{BASE}"
+GROUPS = {  # key -> (DN, RID); the SIDs match the fixture's placeholders
+    "ES": (f"CN=Exchange Servers,{MESG}", 1117),
+    "ETS": (f"CN=Exchange Trusted Subsystem,{MESG}", 1118),
+    "OM": (f"CN=Organization Management,{MESG}", 1104),
+    "EWP": (f"CN=Exchange Windows Permissions,{MESG}", 1119),
+    "DA": (f"CN=Domain Admins,CN=Users,{BASE}", 512),
+    "SOT": (f"CN=Server Operators Team,OU=Teams,{BASE}", 1200),
+    "G1": (f"CN=Helpdesk Servers,OU=Teams,{BASE}", 2001),
+    "G2": (f"CN=Tier1 Servers,OU=Teams,{BASE}", 2002),
+    "G3": (f"CN=All Server Admins,OU=Teams,{BASE}", 2003),
+}
+
+
+def raw(case: str) -> bytes:
+    return bytes.fromhex(FIXTURE["cases"][case]["hex"])
+
+
+def lab(
+    descriptors: dict[str, str | bytes | None] | None = None,
+    member_of: dict[str, tuple[str, ...]] | None = None,
+    nesting: dict[str, tuple[str, ...]] | None = None,
+    names: dict[str, str] | None = None,
+    primary: dict[str, int] | None = None,
+    n: int = 6,
+) -> Directory:
+    """EX01..EXn (Mailbox + Client Access, in ES and ETS) and EDGE1; `descriptors` maps server -> fixture case."""
+    descriptors, member_of, nesting = descriptors or {}, member_of or {}, nesting or {}
+    names, primary = names or {}, primary or {}
+
+    def dn(key: str) -> str:
+        return GROUPS[key][0]
+
+    groups = {
+        dn(key): Principal(
+            dn(key),
+            f"{DOMAIN_SID}-{rid}",
+            names.get(key, dn(key)[3:].split(",")[0]),
+            tuple(dn(g) for g in nesting.get(key, ())),
+        )
+        for key, (_, rid) in GROUPS.items()
+    }
+    servers, computers = [], {}
+    for i in range(1, n + 1):
+        name = f"EX{i:02d}"
+        sd = descriptors.get(name, "server_default")
+        servers.append(
+            ExchangeServer(
+                name,
+                f"CN={name},{SERVERS}",
+                f"{name.lower()}.lab.contoso.test",
+                6,
+                None,
+                None,
+                raw(sd) if isinstance(sd, str) else sd,
+            )
+        )
+        computers[name] = Principal(
+            f"CN={name},CN=Computers,{BASE}",
+            f"{DOMAIN_SID}-{1300 + i}",
+            name,
+            tuple(dn(g) for g in member_of.get(name, ("ES", "ETS"))),
+            "computer",
+            f"{name.lower()}.lab.contoso.test",
+            f"{DOMAIN_SID}-{primary.get(name, 515)}",
+        )
+    servers.append(
+        ExchangeServer("EDGE1", f"CN=EDGE1,{SERVERS}", "edge1.dmz.test", 64, None, None, raw("server_default"))
+    )
+    return Directory(
+        domain_dn=BASE,
+        configuration_dn=CONFIG,
+        org_name="Contoso",
+        org_dn=ORG,
+        org_security_descriptor=raw("org_default"),
+        well_known_groups={
+            "exchange_servers": dn("ES"),
+            "exchange_trusted_subsystem": dn("ETS"),
+            "organization_management": dn("OM"),
+        },
+        extended_rights={
+            "ms-Exch-EPI-Token-Serialization": TS,
+            "ms-Exch-EPI-Impersonation": FIXTURE["guids"]["IMP"],
+            "ms-Exch-EPI-May-Impersonate": "bc39105d-9baa-477c-a34a-997cc25e3d60",
+        },
+        servers=tuple(servers),
+        computers=computers,
+        groups=groups,
+        auth_config=None,
+        virtual_directories=(),
+        domain_sid=DOMAIN_SID,
+    )
+
+
+def renamed(directory: Directory, old: str, new: str) -> Directory:
+    """The server `old` renamed to `new` (its computer account too, so the judges still find it by name)."""
+    servers = tuple(replace(s, name=new) if s.name == old else s for s in directory.servers)
+    computers = {new if name == old else name: account for name, account in directory.computers.items()}
+    return replace(directory, servers=servers, computers=computers)
+
+
+# --- checking fixes ---------------------------------------------------------------------------------------
+
+# A name anyone who can create a group, rename a server or issue a certificate could choose: a subexpression
+# that would run inside "...", a double quote and a backtick that would end or escape it, a single quote.
+HOSTILE = 'Ops $(Remove-Item C:\\ -Recurse) "x" `whoami` O\'Brien'
+_SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
+_DOUBLE_QUOTES = '"\u201c\u201d\u201e'
+
+
+def runnable_text(fix: str) -> str:
+    """What PowerShell would run or expand in a fix: each line without its '...' literals (each left as '') and
+    without its # comment. A model of the tokenizer that is enough for the fixes the judges write."""
+    kept = []
+    for line in fix.splitlines():
+        out: list[str] = []
+        i, in_double = 0, False
+        while i < len(line):
+            char = line[i]
+            if char in _DOUBLE_QUOTES:
+                in_double = not in_double
+            elif not in_double and char in _SINGLE_QUOTES:
+                i = _after_literal(line, i)
+                out.append("''")
+                continue
+            elif not in_double and char == "#" and (i == 0 or line[i - 1].isspace()):
+                break
+            out.append(char)
+            i += 1
+        kept.append("".join(out))
+    return "\n".join(kept)
+
+
+def _after_literal(line: str, start: int) -> int:
+    i = start + 1
+    while i < len(line):
+        if line[i] in _SINGLE_QUOTES:
+            if i + 1 < len(line) and line[i + 1] in _SINGLE_QUOTES:  # two in a row stand for one
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    raise AssertionError(f"unterminated single-quoted string: {line!r}")
