@@ -6,7 +6,6 @@ plugin collects tests that use the `target_version` fixture only then.
 """
 
 from exchange_compliance.judge import auth, backend
-from exchange_compliance.judge.verdict import FactUnavailable, Verdict
 from exchange_compliance.plugin import requirement
 
 
@@ -20,17 +19,5 @@ def test_no_iis_bound_certificate_has_expired(server, probe, now, judge):
 @requirement("GATE-02")
 def test_target_version_does_not_break_oauth(directory, server, probe, probes, target_version, judge):
     """With Exchange 2016 CU6 as the target: warn of the missing-OAuth-certificate break, fail when AUTH-02 fails."""
-    verdict = judge(_target_supported(directory, server, probe, probes, target_version))
+    verdict = judge(auth.cu_target_gate(directory, server, probe, probes, target_version))
     assert verdict.met, verdict.evidence
-
-
-def _target_supported(directory, server, probe, probes, target):
-    try:
-        auth_02 = auth.auth_certificate_on_server(directory, server, probe, probes)
-    except FactUnavailable:
-        # AUTH-02 matters only for a 2016 server targeted at CU6; elsewhere GATE-02 is decided without it.
-        verdict = auth.cu_target_supported(server, probe, target, Verdict.not_applicable("AUTH-02 not checked"))
-        if verdict.details.get("warning"):
-            raise
-        return verdict
-    return auth.cu_target_supported(server, probe, target, auth_02)

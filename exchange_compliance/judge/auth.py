@@ -416,3 +416,18 @@ def cu_target_supported(
         fix=advice,
         details={**details, "warning": True},
     )
+
+
+def cu_target_gate(
+    directory: Directory, server: ExchangeServer, probe: ServerProbe | Unavailable, probes: Probes, target: Version
+) -> Verdict:
+    """GATE-02 for one server: the target judged with AUTH-02's verdict for it, which only a 2016 server
+    targeted at CU6 needs; elsewhere an AUTH-02 that could not be checked does not make the row an error."""
+    try:
+        auth_02 = auth_certificate_on_server(directory, server, probe, probes)
+    except FactUnavailable:
+        verdict = cu_target_supported(server, probe, target, Verdict.not_applicable("AUTH-02 could not be checked"))
+        if verdict.details.get("warning"):
+            raise
+        return verdict
+    return cu_target_supported(server, probe, target, auth_02)
