@@ -6,12 +6,15 @@ Secrets are never in the file: it names the environment variables that hold them
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # how many runs' files reports/<org>/ keeps unless [reports] keep says otherwise
 REPORTS_KEEP = 30
+# What a POSIX shell accepts as a variable name. Anything else in a *_env key is most likely the secret itself.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigError(ValueError):
@@ -30,7 +33,6 @@ class DirectorySettings:
     port: int
     tls: str  # "ldaps" or "starttls"
     ca_file: Path | None
-    bind: str  # "simple"
     user_env: str
     password_env: str
     timeout_seconds: float
@@ -44,8 +46,9 @@ class WinRMSettings:
     transport: str
     ca_file: Path | None
     validate_certificate: bool
-    user_env: str
-    password_env: str
+    # None with transport = "kerberos": the ticket in the cache (ops/nightly's kinit) is the credential
+    user_env: str | None
+    password_env: str | None
     read_timeout_seconds: int
     operation_timeout_seconds: int
 
@@ -58,7 +61,6 @@ class OrgConfig:
     hybrid: bool
     directory: DirectorySettings
     winrm: WinRMSettings
-    backend_port: int
     tls_timeout_seconds: float
     auth_certificate_warning_days: int
     include: tuple[str, ...]
@@ -78,7 +80,10 @@ class OrgConfig:
             _env(self, "directory", "password_env", self.directory.password_env),
         )
 
-    def winrm_credentials(self) -> Credentials:
+    def winrm_credentials(self) -> Credentials | None:
+        """The WinRM account from the environment; None with Kerberos, where the ticket cache holds it."""
+        if self.winrm.user_env is None or self.winrm.password_env is None:
+            return None
         return Credentials(
             _env(self, "winrm", "user_env", self.winrm.user_env),
             _env(self, "winrm", "password_env", self.winrm.password_env),
@@ -89,13 +94,13 @@ class OrgConfig:
         return {
             "hybrid": self.hybrid,
             "auth_certificate_warning_days": self.auth_certificate_warning_days,
-            "backend_port": self.backend_port,
         }
 
 
 def _env(config: OrgConfig, section: str, key: str, variable: str) -> str:
     value = os.environ.get(variable)
     if not value:
+        # `variable` passed ENV_NAME when the file was read, so this names a variable, never echoes a secret.
         raise ConfigError(f"{config.source}: [{section}] {key}: environment variable {variable} is not set")
     return value
 
@@ -108,7 +113,8 @@ class _Section:
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
-        self.data, self.source, self.name, self.read = data, source, name, set()
+        self.data, self.source, self.name = data, source, name
+        self.read: set[str] = set()
 
     def _where(self, key: str) -> str:
         return f"{self.source}: [{self.name}] {key}"
@@ -158,9 +164,17 @@ class _Section:
             raise ConfigError(f"{self._where(key)}: expected a list of strings, got {value!r}")
         return tuple(value)  # type: ignore[arg-type]
 
-    def env_name(self, key: str, default: object = ...) -> str:
-        value = self.text(key, default)
-        if not value.replace("_", "").isalnum():
+    def env_name(self, key: str) -> str:
+        return self._env_name(key, self.text(key))
+
+    def optional_env_name(self, key: str) -> str | None:
+        value = self.text(key, None) if key in self.data else None
+        self.read.add(key)
+        return None if value is None else self._env_name(key, value)
+
+    def _env_name(self, key: str, value: str) -> str:
+        # Never echo a value that is not a variable name: it may be the password typed in the wrong place.
+        if not ENV_NAME.fullmatch(value):
             raise ConfigError(
                 f"{self._where(key)}: must name an environment variable (the secret itself never goes in the file)"
             )
@@ -182,6 +196,12 @@ class _Section:
         self.read.add(key)
         return _Section(self.data.get(key), self.source, f"{self.name}.{key}" if self.name else key)
 
+    def retired(self, key: str, why: str) -> None:
+        """A key of earlier versions: a config copied from an old example gets told what to do, not "unknown key"."""
+        if key in self.data:
+            raise ConfigError(f"{self._where(key)}: no longer a setting ({why}): remove it")
+        self.read.add(key)
+
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.read)
         if unknown:
@@ -195,7 +215,7 @@ def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
 def _hosts_file(path: Path, where: str) -> dict[str, str]:
     """Address overrides in /etc/hosts format: `address name [alias ...]`."""
     addresses: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(_read_text(path, f"{where}: {path}").splitlines(), 1):
         words = line.split("#", 1)[0].split()
         if len(words) == 1:
             raise ConfigError(f"{where}: {path} line {number}: an address with no host name")
@@ -211,16 +231,30 @@ def resolve_org_path(org: str, orgs_dir: Path) -> Path:
     return orgs_dir / f"{org}.toml"
 
 
-def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
-    path = Path(path)
+def _read_text(path: Path, where: str) -> str:
+    """The file's text; ConfigError when it is not UTF-8 (OSError is the caller's: it says it in its words)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such org config (copy orgs/example-prod.toml to start one)") from None
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        # Saved in a Windows code page, most likely. One line, and none of the content: it may hold anything.
+        raise ConfigError(f"{where}: not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+
+
+def read_toml(path: Path) -> dict:
+    """A TOML file as a dict; ConfigError naming the file when it cannot be read, is not UTF-8 or not TOML."""
+    try:
+        return tomllib.loads(_read_text(path, str(path)))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such org config (copy orgs/example-prod.toml to start one)")
+    data = read_toml(path)
 
     root = _Section(data, path, "")
     org = root.table("org")
@@ -242,7 +276,6 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
         port=directory.integer("port", 636 if tls == "ldaps" else 389, low=1),
         tls=tls,
         ca_file=directory.file("ca_file"),
-        bind=directory.choice("bind", ("simple",), "simple"),
         user_env=directory.env_name("user_env"),
         password_env=directory.env_name("password_env"),
         timeout_seconds=directory.number("timeout_seconds", 15),
@@ -255,14 +288,20 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
         raise ConfigError(
             f"{path}: [winrm] read_timeout_seconds: must exceed operation_timeout_seconds ({operation_timeout})"
         )
+    transport = winrm.choice("transport", ("ntlm", "kerberos", "credssp", "basic"), "ntlm")
+    # With Kerberos the ticket in the cache is the credential (ops/nightly's kinit from a keytab): user_env and
+    # password_env are optional (still checked to be variable names), never read nor given to pywinrm.
+    kerberos = transport == "kerberos"
+    user_env = winrm.optional_env_name("user_env") if kerberos else winrm.env_name("user_env")
+    password_env = winrm.optional_env_name("password_env") if kerberos else winrm.env_name("password_env")
     winrm_settings = WinRMSettings(
         port=winrm.integer("port", 5986 if scheme == "https" else 5985, low=1),
         scheme=scheme,
-        transport=winrm.choice("transport", ("ntlm", "kerberos", "credssp", "basic"), "ntlm"),
+        transport=transport,
         ca_file=winrm.file("ca_file"),
         validate_certificate=winrm.flag("validate_certificate", True),
-        user_env=winrm.env_name("user_env"),
-        password_env=winrm.env_name("password_env"),
+        user_env=None if kerberos else user_env,
+        password_env=None if kerberos else password_env,
         read_timeout_seconds=read_timeout,
         operation_timeout_seconds=operation_timeout,
     )
@@ -278,7 +317,6 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
         hybrid=org.flag("hybrid", False),
         directory=directory_settings,
         winrm=winrm_settings,
-        backend_port=backend.integer("port", 444, low=1),
         tls_timeout_seconds=backend.number("timeout_seconds", 10),
         auth_certificate_warning_days=thresholds.integer("auth_certificate_warning_days", 60, high=3650),
         include=servers.strings("include"),
@@ -288,6 +326,8 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
         server_timeout_seconds=collection.number("server_timeout_seconds", 120),
         reports_keep=reports.integer("keep", REPORTS_KEEP, low=1, high=10000),
     )
+    directory.retired("bind", "the directory is always read with a simple bind over TLS")
+    backend.retired("port", "the Exchange Back End site always listens on 444")
     for section in (org, directory, winrm, backend, thresholds, servers, network, collection, reports, root):
         section.finish()
     return config

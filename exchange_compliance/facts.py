@@ -231,3 +231,15 @@ class OrgFacts:
     def checked_servers(self) -> tuple[ExchangeServer, ...]:
         wanted = {name.lower() for name in self.checked}
         return tuple(s for s in self.directory.servers if s.name.lower() in wanted)
+
+    def unreachable(self) -> dict[str, tuple[Unavailable, ...]]:
+        """The servers whose WinRM probe or TLS handshake could not be made, by name (sorted), with why.
+
+        The one answer to "which servers are unreachable": the collector's progress line, latest.json and the
+        report header all use it, so they never disagree.
+        """
+        found: dict[str, list[Unavailable]] = {}
+        for fact in (*self.probes.values(), *self.handshakes.values()):
+            if isinstance(fact, Unavailable):
+                found.setdefault(fact.server, []).append(fact)
+        return {server: tuple(found[server]) for server in sorted(found)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -22,6 +23,13 @@ FORMAT = "exchange-compliance-facts/1"
 
 class SnapshotError(ValueError):
     pass
+
+
+@functools.cache
+def _hints(kind: type) -> dict[str, object]:
+    # Resolving a dataclass's (string) annotations costs an eval per field; a 200-server org decodes thousands
+    # of objects of a dozen classes.
+    return typing.get_type_hints(kind, vars(facts))
 
 
 def _encode(value: object) -> object:
@@ -55,7 +63,7 @@ def _decode(kind: object, value: object, where: str) -> object:
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise SnapshotError(f"{where}: expected an object")
-        hints = typing.get_type_hints(kind, vars(facts))
+        hints = _hints(typing.cast(type, kind))
         arguments = {}
         for f in dataclasses.fields(kind):
             if f.name in value:
@@ -119,4 +127,6 @@ def read(path: Path) -> OrgFacts:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SnapshotError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SnapshotError(f"{path}: not UTF-8 text (byte {exc.start}): not an evidence file") from None
     return loads(text, str(path))

@@ -1,7 +1,8 @@
 """Benchmarks (pytest-benchmark) for the access check at scale: 200 servers, each checked as caller against every
-server object (ACL-01: 40,000 checks). Run explicitly; the file name keeps it out of a plain `pytest unit/` run:
+server object (ACL-01: 40,000 checks), with 5 callers failing, and with all 200 failing on every object (the
+failure path: evidence and fix). Run explicitly; the file name keeps it out of a plain `pytest unit/` run:
 
-    pytest unit/bench_acl.py --benchmark-only
+    pytest unit/bench_acl.py --benchmark-only -s
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from exchange_compliance.facts import Directory, ExchangeServer, Principal
-from exchange_compliance.judge.access import check_right, clear_caches, network_token
+from exchange_compliance.judge.access import check_right, clear_caches, computer_account, principal_token
 from exchange_compliance.judge.rights import (
     TOKEN_SERIALIZATION,
     exchange_servers_hold_right,
@@ -40,7 +41,10 @@ def distinct_descriptor(case: str, i: int) -> bytes:
     return bytes(data)
 
 
-def build() -> Directory:
+def build(trusted_subsystem_in_domain_admins: bool = False) -> Directory:
+    """200 servers; with `trusted_subsystem_in_domain_admins` (seed 000's worst case) every caller is denied on every
+    object by the deny for Domain Admins that each object inherits from the organization container."""
+
     def group(name: str, rid: int, *member_of: str) -> Principal:
         return Principal(
             f"CN={name},OU=Groups,{BASE}", f"{DOMAIN}-{rid}", name, tuple(f"CN={g},OU=Groups,{BASE}" for g in member_of)
@@ -48,7 +52,7 @@ def build() -> Directory:
 
     groups = [
         group("Exchange Servers", 1117),
-        group("Exchange Trusted Subsystem", 1118),
+        group("Exchange Trusted Subsystem", 1118, *(("Domain Admins",) if trusted_subsystem_in_domain_admins else ())),
         group("Server Operators Team", 1200, "Domain Admins"),
         group("Domain Admins", 512),
     ]
@@ -96,10 +100,28 @@ def test_acl01_all_callers_cold(benchmark: BenchmarkFixture, directory: Director
     assert sum(not v.met for v in verdicts) == 5  # EX003, EX043, ... (in the team, so in Domain Admins)
 
 
+def test_acl01_all_callers_denied_everywhere_cold(benchmark: BenchmarkFixture) -> None:
+    """Exchange Trusted Subsystem in Domain Admins: all 200 callers denied on all 200 objects through the inherited
+    organization-level deny, so every row takes the failure path (evidence and fix for 200 objects each)."""
+    directory = build(trusted_subsystem_in_domain_admins=True)
+
+    def run() -> list:
+        return [token_serialization_not_denied(directory, server) for server in directory.servers]
+
+    verdicts = benchmark.pedantic(run, setup=clear_caches, rounds=5, iterations=1, warmup_rounds=1)
+    assert not any(v.met for v in verdicts)
+    # What the report and latest.json carry: one ACE's summary per row, not 200 object lines.
+    lines = sum(len(v.evidence.splitlines()) + len(v.fix.splitlines()) for v in verdicts)
+    details = sum(len(json.dumps(v.details)) for v in verdicts)
+    benchmark.extra_info.update(report_lines=lines, details_bytes=details)
+    print(f"\nover 200 rows: {lines} lines of evidence and fix, {details:,} bytes of details")
+    assert lines <= 10 * N
+
+
 def test_check_right_40000_warm(benchmark: BenchmarkFixture, directory: Directory) -> None:
     """Only the checks: descriptors parsed and tokens built beforehand."""
     descriptors = [parse_descriptor(s.security_descriptor or b"", s.dn) for s in directory.servers]
-    tokens = [network_token(directory, s.name) for s in directory.servers]
+    tokens = [principal_token(directory, computer_account(directory, s.name)) for s in directory.servers]
 
     def run() -> int:
         return sum(check_right(d, t, TS).outcome == "denied" for t in tokens for d in descriptors)

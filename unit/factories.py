@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -23,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from exchange_compliance.facts import (
+    ROLE_BITS,
     AuthConfig,
     Directory,
     ExchangeServer,
@@ -35,6 +37,7 @@ from exchange_compliance.facts import (
     Version,
     VirtualDirectory,
 )
+from exchange_compliance.judge.backend import IIS_APPID
 from exchange_compliance.judge.certificates import certificate_info
 
 # --- certificates and Exchange facts ---------------------------------------------------------------------
@@ -43,8 +46,6 @@ NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC)
 DOMAIN = "lab.contoso.test"
 DOMAIN_DN = "DC=lab,DC=contoso,DC=test"
 ORG_DN = f"CN=Contoso,CN=Microsoft Exchange,CN=Services,CN=Configuration,{DOMAIN_DN}"
-IIS_APPID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"
-ROLES = {"Mailbox": 2, "ClientAccess": 4, "Edge": 64}
 
 
 @cache
@@ -139,7 +140,7 @@ def server(
         name=name,
         dn=f"CN={name},CN=Servers,CN=Exchange Administrative Group (FYDIBOHF23SPDLT),CN=Administrative Groups,{ORG_DN}",
         fqdn=f"{name.lower()}.{DOMAIN}",
-        roles=sum(ROLES[r] for r in roles),
+        roles=sum(ROLE_BITS[r] for r in roles),
         version=version or Version(15, 2, 1544, 4),
         site="Default-First-Site-Name",
     )
@@ -207,6 +208,17 @@ GROUPS = {  # key -> (DN, RID); the SIDs match the fixture's placeholders
 
 def raw(case: str) -> bytes:
     return bytes.fromhex(FIXTURE["cases"][case]["hex"])
+
+
+def with_ace_flags(case: str, flags: int, index: int = 0) -> bytes:
+    """The recorded descriptor with the flags of DACL entry `index` replaced (0x12: CI|ID, an inherited ACE;
+    0x02: CI, one a container sets for its children)."""
+    data = bytearray(raw(case))
+    position = struct.unpack_from("<I", data, 16)[0] + 8  # the DACL's offset, past its 8-byte header
+    for _ in range(index):
+        position += struct.unpack_from("<H", data, position + 2)[0]
+    data[position + 1] = flags
+    return bytes(data)
 
 
 def lab(

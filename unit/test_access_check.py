@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exchange_compliance.collect.values import dns_domain_of, parent_dn, split_dn
 from exchange_compliance.facts import Directory, Principal
 from exchange_compliance.judge.access import (
     NETWORK_LOGON_SIDS,
     NoComputerAccount,
     applicable_aces,
     check_right,
-    group_token,
+    computer_account,
+    group_name,
     membership_chain,
-    network_token,
+    netbios_domain,
+    principal_by_dn,
+    principal_token,
     sid_name,
     transitive_groups,
     unresolved_groups,
@@ -214,6 +219,11 @@ def nested() -> Directory:
     )
 
 
+def network_token(directory: Directory, server_name: str) -> frozenset[str]:
+    """The token a server's computer account presents when it calls another server, as ACL-01 builds it."""
+    return principal_token(directory, computer_account(directory, server_name))
+
+
 def test_network_token(nested: Directory) -> None:
     token = network_token(nested, "ex03")  # server names are matched case-insensitively
     rids = {f"{DOMAIN}-{r}" for r in (1303, 515, 1117, 2001, 2002, 2003, 2004, 1104)}
@@ -240,11 +250,31 @@ def test_unresolved_groups_are_reported(nested: Directory) -> None:
 
 
 def test_group_token_and_names(nested: Directory) -> None:
-    assert group_token(nested, f"cn=exchange servers,ou=groups,{BASE}") == frozenset({ES, *NETWORK_LOGON_SIDS})
+    # ACL-02/03 evaluate the part of a member's token that comes from the group: the group's own token.
+    group = principal_by_dn(nested, f"cn=exchange servers,ou=groups,{BASE}")  # DNs match case-insensitively
+    assert group is not None and principal_token(nested, group) == frozenset({ES, *NETWORK_LOGON_SIDS})
     assert sid_name(nested, f"{DOMAIN}-1303") == "EX03$"
     assert sid_name(nested, EVERYONE) == "Everyone" and sid_name(nested, f"{DOMAIN}-519") == "Enterprise Admins"
-    with pytest.raises(LookupError):
-        group_token(nested, f"CN=Nobody,{BASE}")
+    assert principal_by_dn(nested, f"CN=Nobody,{BASE}") is None
+
+
+def test_group_name_falls_back_to_the_first_rdn_with_escapes(nested: Directory) -> None:
+    assert group_name(nested, f"CN=Exchange Servers,OU=Groups,{BASE}") == "Exchange Servers"  # collected
+    assert group_name(nested, f"CN=Smith\\, Ops\\\\,OU=Groups,{BASE}") == "Smith, Ops\\"  # not collected
+
+
+def test_dn_helpers_split_only_at_unescaped_commas() -> None:
+    # The judges' one way to cut a DN (collect/values.py): ACL-01 compares parents to tell Exchange's own nesting.
+    assert split_dn("CN=Ops\\, EU,OU=Teams, DC=x") == ["CN=Ops\\, EU", "OU=Teams", "DC=x"]
+    assert parent_dn("CN=Ops\\, EU,OU=Teams,DC=x") == "OU=Teams,DC=x"
+    assert parent_dn("CN=Ops\\\\,OU=Teams,DC=x") == "OU=Teams,DC=x"  # an escaped backslash, then a separator
+    assert parent_dn("CN=Ops\\2C EU,OU=Teams,DC=x") == "OU=Teams,DC=x" and parent_dn("DC=x") == ""
+    assert dns_domain_of("CN=Ops\\, DC=y,OU=Teams,DC=lab,DC=contoso,DC=test") == "lab.contoso.test"
+
+
+def test_netbios_domain_falls_back_to_the_first_dc_label(nested: Directory) -> None:
+    assert netbios_domain(nested) == "LAB"  # nETBIOSName not read (old evidence files)
+    assert netbios_domain(replace(nested, netbios_domain="CONTOSO")) == "CONTOSO"
 
 
 def test_no_computer_account(nested: Directory) -> None:

@@ -20,15 +20,15 @@ from factories import (
     unavailable,
 )
 
+from exchange_compliance.collect.values import dns_domain_of
 from exchange_compliance.facts import Version
 from exchange_compliance.judge.auth import (
     auth_certificate_configured,
     auth_certificate_not_expired,
     auth_certificate_on_server,
     auth_certificate_renewal,
-    cu_target_supported,
-    dns_domain,
 )
+from exchange_compliance.judge.cu_gate import cu_target_gate, cu_target_supported
 from exchange_compliance.judge.powershell import literal
 from exchange_compliance.judge.verdict import FactUnavailable, Verdict
 
@@ -56,8 +56,9 @@ def spaced_lower(thumbprint: str) -> str:
 
 
 def test_dns_domain_from_dn():
-    assert dns_domain("DC=lab,DC=contoso,DC=test") == "lab.contoso.test"
-    assert dns_domain("OU=x,DC=corp, DC=example") == "corp.example"
+    assert dns_domain_of("DC=lab,DC=contoso,DC=test") == "lab.contoso.test"
+    assert dns_domain_of("OU=x,DC=corp, DC=example") == "corp.example"
+    assert dns_domain_of("OU=Sales\\, DC=x,DC=corp,DC=example") == "corp.example"  # an escaped comma is no RDN
 
 
 def test_auth01_passes_with_a_current_thumbprint():
@@ -74,10 +75,21 @@ def test_auth01_fails_without_the_auth_configuration_object():
     assert 'New-ExchangeCertificate -KeySize 2048 -PrivateKeyExportable $true -SubjectName "cn=' + AUTH_CN in fix
     assert '-DomainName "lab.contoso.test"' in fix
     assert "AD domain (DC=lab,DC=contoso,DC=test)" in fix
+    assert "SMTP domain" not in fix and "if it differs" not in fix  # nothing left to edit by hand
     assert "Set-AuthConfig -NewCertificateThumbprint $cert.Thumbprint -NewCertificateEffectiveDate (Get-Date)" in fix
     assert "Set-AuthConfig -PublishCertificate" in fix and "Set-AuthConfig -ClearPreviousCertificate" in fix
     assert "Restart-Service MSExchangeServiceHost" in fix and "Restart-WebAppPool MSExchangeECPAppPool" in fix
     assert "ex01.lab.contoso.test" in fix and "edge01" not in fix  # restart where the Auth certificate lives
+
+
+def test_auth01_builds_its_fix_only_when_it_fails(monkeypatch):
+    def not_needed(*_args, **_kwargs):
+        raise AssertionError("a fix built for a passing row")
+
+    monkeypatch.setattr("exchange_compliance.judge.auth.create_and_publish_fix", not_needed)
+    assert auth_certificate_configured(org()).met
+    own = probe(store_cert(AUTH))
+    assert auth_certificate_on_server(org(), EX01, own, {"EX01": own}).met
 
 
 def test_auth01_fails_with_no_current_thumbprint_and_shows_the_values():
@@ -276,7 +288,7 @@ AUTH02_FAILED = Verdict.failed("Looked for ABC: absent", "Import-ExchangeCertifi
 
 
 def test_gate02_cu6_target_warns_and_names_cu7():
-    verdict = cu_target_supported(EX2016, unavailable("EX16"), Version(15, 1, 1034, 26), AUTH02_OK)
+    verdict = cu_target_supported(EX2016, Version(15, 1, 1034, 26), AUTH02_OK)
     assert verdict.met and verdict.applicable
     assert verdict.details["warning"] is True
     assert "WARNING" in verdict.evidence and "15.1.1261" in verdict.evidence
@@ -284,7 +296,7 @@ def test_gate02_cu6_target_warns_and_names_cu7():
 
 
 def test_gate02_cu6_target_fails_when_auth02_fails():
-    verdict = cu_target_supported(EX2016, probe(), Version(15, 1, 1034), AUTH02_FAILED)
+    verdict = cu_target_supported(EX2016, Version(15, 1, 1034), AUTH02_FAILED)
     assert not verdict.met
     assert "current build 15.1.1034.26, target 15.1.1034" in verdict.evidence
     assert "Looked for ABC" in verdict.evidence
@@ -292,13 +304,13 @@ def test_gate02_cu6_target_fails_when_auth02_fails():
 
 
 def test_gate02_other_target_passes_with_a_note():
-    verdict = cu_target_supported(EX2016, probe(), Version(15, 1, 2507, 6), AUTH02_FAILED)
+    verdict = cu_target_supported(EX2016, Version(15, 1, 2507, 6), AUTH02_FAILED)
     assert verdict.met
     assert "does not apply" in verdict.evidence
 
 
 def test_gate02_not_applicable_outside_exchange_2016():
-    verdict = cu_target_supported(server("EX19"), probe(), Version(15, 1, 1034), AUTH02_FAILED)
+    verdict = cu_target_supported(server("EX19"), Version(15, 1, 1034), AUTH02_FAILED)
     assert not verdict.applicable
 
 
@@ -306,9 +318,47 @@ def test_gate02_not_applicable_outside_exchange_2016():
 def test_gate02_not_applicable_to_edge(version):
     # The CU6 break is in OWA and ECP, which an Edge server does not serve: whatever its build, even unreadable.
     edge = replace(server("EDGE16", roles=("Edge",)), version=version)
-    verdict = cu_target_supported(edge, probe(), Version(15, 1, 1034), AUTH02_FAILED)
+    verdict = cu_target_supported(edge, Version(15, 1, 1034), AUTH02_FAILED)
     assert verdict.met and not verdict.applicable
     assert "EDGE16 is an Edge Transport server" in verdict.evidence and "OWA and ECP" in verdict.evidence
+
+
+CU6 = Version(15, 1, 1034, 26)
+
+
+def gate02(target: Version, own, probes=None, srv=EX2016):
+    config = directory((srv, EX01), auth_config(thumb(AUTH)))
+    return cu_target_gate(config, srv, own, probes if probes is not None else {srv.name: own}, target)
+
+
+def test_gate02_cu6_target_with_an_unreadable_probe_is_an_error():
+    # Whether AUTH-02 holds decides CU6, and it cannot be checked: the row is an error, not a pass or a warning.
+    with pytest.raises(FactUnavailable, match="EX16: connection refused"):
+        gate02(CU6, unavailable("EX16"))
+
+
+def test_gate02_cu6_target_judges_auth02():
+    assert gate02(CU6, probe(store_cert(AUTH))).details["warning"] is True
+    failing = gate02(CU6, probe(), {"EX16": probe(), "EX01": probe(store_cert(AUTH))})
+    assert not failing.met and "Looked for the current Auth certificate" in failing.evidence
+    assert "Import-ExchangeCertificate -Server EX16" in failing.fix and "CU7 (15.1.1261) or later" in failing.fix
+
+
+@pytest.mark.parametrize(
+    ("srv", "target", "applicable"),
+    [
+        (EX2016, Version(15, 1, 2507, 6), True),  # another target: passes with a note
+        (server("EX19"), CU6, False),  # not Exchange 2016
+        (replace(server("EDGE16", roles=("Edge",)), version=CU6), CU6, False),
+    ],
+)
+def test_gate02_does_not_judge_auth02_where_cu6_is_not_at_stake(monkeypatch, srv, target, applicable):
+    def not_needed(*_args):
+        raise AssertionError("AUTH-02 judged where CU6 is not at stake")
+
+    monkeypatch.setattr("exchange_compliance.judge.cu_gate.auth_certificate_on_server", not_needed)
+    verdict = gate02(target, unavailable(srv.name), srv=srv)
+    assert verdict.met and verdict.applicable is applicable
 
 
 # --- hostile names in fixes --------------------------------------------------------------------------
@@ -316,11 +366,12 @@ def test_gate02_not_applicable_to_edge(version):
 
 def test_auth01_fix_keeps_a_hostile_domain_and_fqdn_inert():
     named = replace(server("EX01"), fqdn=f"ex01.{HOSTILE}")
-    domain_dn = f"DC=lab\nRemove-Item C:\\ -Recurse,DC={HOSTILE}"
+    # The DN escapes its backslashes (RFC 4514); the domain is the values unescaped.
+    domain_dn = f"DC=lab\nRemove-Item C:\\\\ -Recurse,DC={HOSTILE.replace(chr(92), chr(92) * 2)}"
     fix = auth_certificate_configured(replace(directory((named,), None), domain_dn=domain_dn)).fix
     domain = f"lab\nRemove-Item C:\\ -Recurse.{HOSTILE}"
     assert f"-DomainName ('lab' + [char]0x000A + {literal(domain[4:])})" in fix
-    assert "# -DomainName is the AD domain (DC=lab<U+000A>Remove-Item C:\\ -Recurse,DC=Ops" in fix
+    assert "# -DomainName is the AD domain (DC=lab<U+000A>Remove-Item C:\\\\ -Recurse,DC=Ops" in fix
     assert f"Invoke-Command -ComputerName {literal(named.fqdn)} -ScriptBlock {{ Restart-Service" in fix
     assert HOSTILE not in runnable_text(fix) and "Remove-Item" not in runnable_text(fix)
 

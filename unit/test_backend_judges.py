@@ -20,7 +20,7 @@ from factories import (
     unavailable,
 )
 
-from exchange_compliance.facts import Handshake, StoreCertificate, Unavailable
+from exchange_compliance.facts import Handshake, ServerProbe, StoreCertificate, Unavailable
 from exchange_compliance.judge.backend import (
     backend_binding_exists,
     backend_certificate_valid,
@@ -166,6 +166,40 @@ def test_be02_bound_thumbprint_compares_case_and_space_insensitively():
     assert backend_certificate_valid(EX01, probe(SELF_ENTRY, backend=spaced), NOW).met
 
 
+def in_store(facts: ServerProbe, store: str | None, *, iis: bool = True, netsh: bool = True) -> ServerProbe:
+    """The probe with the 444 bindings naming `store` (in IIS, in http.sys or both)."""
+    return replace(
+        facts,
+        bindings=tuple(replace(b, certificate_store=store) if iis and b.port == 444 else b for b in facts.bindings),
+        ssl_bindings=tuple(
+            replace(b, store_name=store) if netsh and b.ip_port.endswith(":444") else b for b in facts.ssl_bindings
+        ),
+    )
+
+
+@pytest.mark.parametrize("where", [{"iis": False}, {"netsh": False}])
+def test_be02_certificate_bound_from_another_store_cannot_be_checked(where):
+    # The probe reads LocalMachine\My only: a binding from WebHosting is not "missing from the store", it is unseen.
+    facts = in_store(probe(SELF_ENTRY, backend="AB" * 20), "WebHosting", **where)
+    if where == {"netsh": False}:
+        facts = replace(facts, ssl_bindings=())  # IIS's binding is judged only without an http.sys one
+    with pytest.raises(FactUnavailable, match=r"names (AB){20} in LocalMachine\\WebHosting; the probe reads only"):
+        backend_certificate_valid(EX01, facts, NOW)
+
+
+@pytest.mark.parametrize("store", ["MY", "my", "(null)", None])
+def test_be02_my_spelled_any_way_or_unnamed_is_judged(store):
+    assert backend_certificate_valid(EX01, in_store(probe(SELF_ENTRY, backend=thumb(SELF)), store), NOW).met
+
+
+def test_be02_builds_its_fix_only_when_it_fails(monkeypatch):
+    def not_needed(*_args):
+        raise AssertionError("a fix built for a passing row")
+
+    monkeypatch.setattr("exchange_compliance.judge.backend.bind_backend_fix", not_needed)
+    assert backend_certificate_valid(EX01, probe(SELF_ENTRY, backend=thumb(SELF)), NOW).met
+
+
 # --- BE-03 -------------------------------------------------------------------------------------------
 
 
@@ -240,6 +274,35 @@ def test_gate01_certificate_missing_from_the_store_fails():
     verdict = iis_certificates_not_expired(EX01, probe(SELF_ENTRY, backend=thumb(SELF), frontend="CD" * 20), NOW)
     assert not verdict.met
     assert "not in LocalMachine\\My" in verdict.evidence
+
+
+def test_gate01_certificate_bound_from_another_store_cannot_be_checked():
+    facts = probe(SELF_ENTRY, backend=thumb(SELF), frontend=thumb(THIRD))  # THIRD is not in My
+    facts = replace(
+        facts,
+        bindings=tuple(replace(b, certificate_store="WebHosting") if b.port == 443 else b for b in facts.bindings),
+        ssl_bindings=tuple(
+            replace(b, store_name="WebHosting") if ":443" in b.ip_port else b for b in facts.ssl_bindings
+        ),
+    )
+    with pytest.raises(FactUnavailable, match=rf"{thumb(THIRD)} in LocalMachine\\WebHosting"):
+        iis_certificates_not_expired(EX01, facts, NOW)
+    # Something else failing still fails the row, which also names what it could not check.
+    expired = exchange_self_signed("ex01", not_after=NOW - timedelta(seconds=1), serial=3)
+    facts = replace(facts, certificates=(exchange_entry(expired), SELF_ENTRY))
+    facts = replace(
+        facts,
+        bindings=tuple(replace(b, certificate_hash=thumb(expired)) if b.port == 444 else b for b in facts.bindings),
+        ssl_bindings=tuple(
+            replace(b, certificate_hash=thumb(expired)) if ":444" in b.ip_port else b for b in facts.ssl_bindings
+        ),
+    )
+    verdict = iis_certificates_not_expired(EX01, facts, NOW)
+    assert not verdict.met and f"{thumb(expired)}, expired" in verdict.evidence
+    assert (
+        f"could not be checked: IIS 'Default Web Site' https *:443:, http.sys 0.0.0.0:443 on EX01 names {thumb(THIRD)}"
+        in (verdict.evidence)
+    )
 
 
 def test_gate01_edge_is_not_applicable():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -196,5 +199,32 @@ def test_a_server_past_its_timeout_is_an_error_and_does_not_hold_up_the_others()
     facts = collect_org(config)
     assert time.monotonic() - started < 6
     assert isinstance(facts.probes["EX01"], ServerProbe)
-    assert facts.probes["EX03"].reason == "no answer within the server timeout"
+    assert facts.probes["EX03"].reason == "no answer within the server timeout (3 s)"
     assert "Connection refused" in facts.probes["EX02"].reason
+
+
+def test_a_server_that_never_answers_does_not_keep_a_nightly_run_from_ending(tmp_path):
+    # EX02 takes ten minutes over every answer, WinRM and TLS: the run must end with the deadline, not when the
+    # last request to EX02 gives up (lab.toml's 30 s read timeout, or never).
+    scenario = tmp_path / "hung.toml"
+    scenario.write_text('[[servers]]\nname = "EX01"\n\n[[servers]]\nname = "EX02"\nlatency_ms = 600000\n')
+    control.up(LAB_ROOT, scenario_file=scenario, say=lambda _message: None)
+    control.load_credentials(LAB_ROOT)
+    org = tmp_path / "hung.toml"
+    org.write_text(
+        (REPO / "orgs" / "lab.toml")
+        .read_text()
+        .replace('"../.lab/', f'"{LAB_ROOT}/')
+        .replace("server_timeout_seconds = 60", "server_timeout_seconds = 3")
+    )
+    command = [sys.executable, "-m", "pytest", "tests_env", "--org", str(org), "-p", "no:cacheprovider", "-q"]
+    started = time.monotonic()
+    finished = subprocess.run(
+        [*command, "--reports-dir", str(tmp_path / "reports")], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    elapsed = time.monotonic() - started
+    assert finished.returncode == 1, finished.stdout + finished.stderr
+    assert elapsed < 20, elapsed
+    results = json.loads((tmp_path / "reports" / "hung" / "latest.json").read_text())
+    assert results["unreachable"] == ["EX02"]
+    assert "no answer within the server timeout (3 s)" in row(results, "BE-01", "EX02")["message"]

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import time
 import xml.etree.ElementTree as ElementTree
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from conftest import ORG, build_org, live_org, run_suite
+from conftest import CREDENTIALS, ORG, build_org, live_org, run_suite
 from exchange_compliance.config import ConfigError, load_org_config
-from exchange_compliance.plugin import fixplan, history
+from exchange_compliance.facts import Unavailable
+from exchange_compliance.plugin import fixplan, history, results, summary
 from exchange_compliance.plugin.results import OUTCOMES, SCHEMA
 
 ROW_KEYS = {"requirement", "title", "server", "outcome", "severity", "message", "fix", "source", "details"}
@@ -199,3 +201,86 @@ def test_a_parallel_run_reports_the_same(tmp_path):
     assert documents[0]["rows"] == documents[1]["rows"]  # waivers and GATE-02 applied on the workers alike
     assert documents[0]["verdict"] == documents[1]["verdict"]
     assert documents[1]["waivers"][0]["status"] == "applied"
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"[]", "not a results document of this suite"),
+        (json.dumps({"schema": SCHEMA, "org": ORG, "verdict": "fail", "rows": []}).encode(), "not a results document"),
+        (json.dumps({"schema": SCHEMA, "org": ORG, "verdict": {}, "rows": [{"x": 1}]}).encode(), "not a results"),
+        (b'{"org": "\xff"}', "not UTF-8"),
+        (b"{cut short", "not JSON"),
+    ],
+)
+def test_a_previous_results_file_that_is_not_one_is_passed_over_and_named(tmp_path, content, why):
+    touch_run(tmp_path, "20260101-000000")
+    (tmp_path / "20260102-000000.json").write_bytes(content)
+    notes: list[str] = []
+    assert history.previous_run(tmp_path, ORG, "20260105-000000", notes)["started"] == "20260101-000000"
+    assert len(notes) == 1 and notes[0].startswith(f"{tmp_path / '20260102-000000.json'}: {why}")
+
+
+def test_a_run_after_a_foreign_results_file_still_judges_and_says_so(suite, tmp_path):
+    folder = tmp_path / "reports" / ORG
+    folder.mkdir(parents=True)
+    (folder / "20000101-000000.json").write_text("[1, 2]")
+    run = suite(build_org(1), "--reports-dir", str(tmp_path / "reports"))
+    assert run.ret == 0, run.stdout + run.stderr
+    assert f"exchange-compliance: {folder / '20000101-000000.json'}: not a results document" in run.stdout
+    assert "Traceback" not in run.stdout + run.stderr
+
+
+# --- a reports directory that cannot be written: one line naming the path, exit 4 ---------------------------------
+
+
+def assert_one_line_error(run, path: Path) -> None:
+    output = run.stdout + run.stderr
+    assert run.ret == 4, output
+    assert f"{path}: cannot write the run's reports: " in output
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+
+
+def test_a_reports_directory_that_is_a_file_stops_the_run_before_collecting(suite, tmp_path):
+    (tmp_path / "reports").write_text("not a directory")
+    run = suite(build_org(1), "--reports-dir", str(tmp_path / "reports"))
+    assert_one_line_error(run, tmp_path / "reports" / ORG)
+    assert "ERROR: " in run.stderr and "passed" not in run.stdout  # a usage error: no test ran
+
+
+def test_a_results_file_that_cannot_be_written_is_named_as_the_last_line(suite, tmp_path):
+    (tmp_path / "reports" / ORG / "latest.json").mkdir(parents=True)  # in the way of the results
+    run = suite(build_org(1), "--reports-dir", str(tmp_path / "reports"))
+    assert_one_line_error(run, tmp_path / "reports" / ORG / "latest.json")
+    assert run.stdout.strip().splitlines()[-1].startswith("exchange-compliance: ERROR: ")
+
+
+def test_pruning_that_fails_is_named(suite, tmp_path):
+    stale = tmp_path / "reports" / ORG / "20000101-000000-facts.json"
+    stale.mkdir(parents=True)  # an old run's file that cannot be deleted
+    run = suite(build_org(1), "--reports-dir", str(tmp_path / "reports"), "--keep-reports", "1")
+    assert_one_line_error(run, stale)
+
+
+def test_the_report_header_shows_the_org_display_name(suite, tmp_path):
+    path = live_org(tmp_path, '\n[org]\ndisplay_name = "Contoso production"\n')
+    run = suite(None, "--org", str(path), "--reports-dir", str(tmp_path / "reports"), env=CREDENTIALS)
+    assert run.ret == 6, run.stdout + run.stderr  # the directory is refused: the header is written anyway
+    html = (tmp_path / "reports" / "prod" / "latest.html").read_text()
+    assert "<td>Org</td><td>Contoso production (prod)</td>" in html
+
+
+def test_which_servers_are_unreachable_has_one_answer():
+    facts = build_org(3, ("unreachable:EX03",))
+    facts = replace(facts, handshakes={**facts.handshakes, "EX01": Unavailable("tls", "EX01", "timed out")})
+    assert {name: [u.source for u in why] for name, why in facts.unreachable().items()} == {
+        "EX01": ["tls"],
+        "EX03": ["winrm", "tls"],
+    }
+    document = results.document(
+        rows=[], org=facts, started=facts.collected_at, duration=0, suite_version="v", evidence=None
+    )
+    assert document["unreachable"] == ["EX01", "EX03"]
+    assert summary.unreachable_text(facts) == (
+        "EX01 (tls: timed out); EX03 (winrm: connection refused on 5986, tls: connection refused on 444)"
+    )

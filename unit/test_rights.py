@@ -6,9 +6,23 @@ import re
 from dataclasses import replace
 
 import pytest
-from factories import DOMAIN_SID, GROUPS, HOSTILE, SERVERS, TS, lab, raw, renamed, runnable_text
+from factories import (
+    BASE,
+    DOMAIN_SID,
+    GROUPS,
+    HOSTILE,
+    ORG,
+    SERVERS,
+    TS,
+    lab,
+    raw,
+    renamed,
+    runnable_text,
+    with_ace_flags,
+)
 
-from exchange_compliance.facts import Directory
+from exchange_compliance.facts import Directory, Principal
+from exchange_compliance.judge import denials
 from exchange_compliance.judge.powershell import literal
 from exchange_compliance.judge.rights import (
     IMPERSONATION,
@@ -44,8 +58,14 @@ def test_seed_000_nested_team_in_domain_admins_fails_ex02_only() -> None:
     assert "EX02$ \u2192 Server Operators Team \u2192 Domain Admins" in verdict.evidence
     assert f"(OD;CIID;CR;{TS};;DA)" in verdict.evidence
     assert f"Domain Admins ({DOMAIN_SID}-512)" in verdict.evidence
-    assert f"on EX06 (CN=EX06,{SERVERS}), ACE #3" in verdict.evidence and "EDGE1" in verdict.evidence
-    assert len(verdict.details["denied"]) == 7  # every server object, the Edge one included
+    # One deny every object inherits: summarised, not listed 7 times; the data keeps every object.
+    assert f"inherited from the organization container ({ORG})" in verdict.evidence
+    assert "on all 7 Exchange server objects (ACE #3 on each)" in verdict.evidence
+    [denied] = verdict.details["denied"]
+    assert denied["servers"] == [*(f"EX0{i}" for i in range(1, 7)), "EDGE1"]  # the Edge one included
+    assert denied["ace_index"] == [3] * 7 and denied["inherited"] is True
+    assert denied["chain"] == ["EX02$", "Server Operators Team", "Domain Admins"]
+    assert denied["trustee"] == "Domain Admins" and denied["trustee_sid"] == f"{DOMAIN_SID}-512"
     assert (
         verdict.fix.splitlines()[0]
         == 'Remove-ADGroupMember -Identity "Server Operators Team" -Members "EX02$" -Confirm:$false'
@@ -96,8 +116,9 @@ def test_every_denied_group_gets_its_fix() -> None:
 def test_deny_on_one_server_object_only() -> None:
     directory = lab(descriptors={"EX04": "server_explicit_deny"}, member_of={"EX02": ("ES", "ETS", "SOT")})
     verdict = acl01(directory, "EX02")
-    assert not verdict.met and [d["server"] for d in verdict.details["denied"]] == ["EX04"]
-    assert "ACE #0" in verdict.evidence and "EX02$ \u2192 Server Operators Team" in verdict.evidence
+    assert not verdict.met and [d["servers"] for d in verdict.details["denied"]] == [["EX04"]]
+    explicit = "set on the object itself (explicit)\n  membership: EX02$ \u2192 Server Operators Team\n  on EX04 ("
+    assert f"{explicit}CN=EX04,{SERVERS}), ACE #0" in verdict.evidence
     assert acl01(directory, "EX01").met
 
 
@@ -121,7 +142,85 @@ def test_primary_group_domain_admins() -> None:
     directory = lab(primary={"EX05": 512})
     verdict = acl01(directory, "EX05")
     assert "EX05$ \u2192 Domain Admins" in verdict.evidence
-    assert 'Set-ADComputer -Identity "EX05$" -Replace @{primaryGroupID=515}' in verdict.fix
+    # Domain Computers was not collected: its SID names it, which -Identity accepts (its name is localised).
+    assert verdict.fix.splitlines()[:2] == [
+        f'Add-ADGroupMember -Identity "{DOMAIN_SID}-515" -Members "EX05$"',
+        'Set-ADComputer -Identity "EX05$" -Replace @{primaryGroupID=515}',
+    ]
+
+
+def test_primary_group_fix_names_domain_computers_as_collected() -> None:
+    directory = lab(primary={"EX05": 512})
+    computers = Principal(f"CN=Ordinateurs du domaine,CN=Users,{BASE}", f"{DOMAIN_SID}-515", "Ordinateurs du domaine")
+    directory = replace(directory, groups={**directory.groups, computers.dn: computers})
+    fix = acl01(directory, "EX05").fix
+    assert fix.splitlines()[0] == 'Add-ADGroupMember -Identity "Ordinateurs du domaine" -Members "EX05$"'
+    assert "Domain Computers" not in fix
+
+
+def test_deny_set_on_some_objects_and_inherited_on_others_is_grouped_by_ace() -> None:
+    directory = lab(
+        descriptors={"EX04": "server_explicit_deny"}, member_of={"EX02": ("ES", "ETS", "SOT")}, nesting={"SOT": ("DA",)}
+    )
+    verdict = acl01(directory, "EX02")
+    inherited, explicit = verdict.details["denied"]  # in the order the objects were checked
+    assert (explicit["servers"], explicit["ace_index"]) == (["EX04"], [0])
+    assert inherited["servers"] == ["EX01", "EX02", "EX03", "EX05", "EX06", "EDGE1"]
+    assert f"  on EX04 (CN=EX04,{SERVERS}), ACE #0" in verdict.evidence
+    assert f"  on EX05 (CN=EX05,{SERVERS}), ACE #3" in verdict.evidence  # not all objects: each is listed
+    # Both denies are reached through the same link: one command cuts it.
+    assert verdict.fix.count("Remove-ADGroupMember") == 1
+
+
+def test_many_objects_denied_by_one_ace_are_summarised() -> None:
+    directory = lab(n=14, descriptors={"EX14": "server_protected"}, nesting={"ETS": ("DA",)})
+    verdict = acl01(directory, "EX01")
+    names = ", ".join(f"EX{i:02d}" for i in range(1, 11))
+    assert f"  on 14 of 15 Exchange server objects (ACE #3 on each): {names} and 4 more" in verdict.evidence
+    assert "(CN=EX12," not in verdict.evidence
+    assert verdict.details["denied"][0]["servers"][-1] == "EDGE1"
+
+
+def test_failure_work_is_per_ace_and_trustee_not_per_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 40 objects all denied through one inherited ACE: one chain search, a few lines of evidence and of fix.
+    directory = lab(n=40, nesting={"ETS": ("DA",)})
+    searched: list[str] = []
+    real = denials.membership_chain
+    monkeypatch.setattr(denials, "membership_chain", lambda d, dn, sid: searched.append(sid) or real(d, dn, sid))
+    verdict = acl01(directory, "EX07")
+    assert searched == [f"{DOMAIN_SID}-512"]
+    assert len(verdict.evidence.splitlines()) == 4 and len(verdict.fix.splitlines()) == 4
+
+
+def test_inherited_deny_outside_any_group_is_removed_where_it_is_set() -> None:
+    inherited_everyone = with_ace_flags("deny_everyone", 0x12)  # (OD;CIID;CR;TS;;WD), inherited
+    org = with_ace_flags("deny_everyone", 0x02)  # the organization container sets it for its children
+    directory = replace(
+        lab(descriptors={f"EX0{i}": inherited_everyone for i in range(1, 7)}), org_security_descriptor=org
+    )
+    verdict = acl01(directory, "EX01")
+    assert f"for Everyone (S-1-1-0), inherited from the organization container ({ORG})" in verdict.evidence
+    assert "every network logon carries Everyone" in verdict.evidence
+    removals = [line for line in verdict.fix.splitlines() if line.startswith("Remove-ADPermission")]
+    assert removals == [
+        f'Remove-ADPermission -Identity "{ORG}" -User "Everyone" -Deny -AccessRights ExtendedRight '
+        f'-ExtendedRights "{TOKEN_SERIALIZATION}" -InheritanceType All'
+    ]
+    assert "inherited by 6 server object(s) from the organization container" in verdict.fix
+    assert "restart" not in verdict.fix
+
+
+def test_inherited_deny_from_an_unknown_container_is_not_given_a_guessed_command() -> None:
+    inherited_everyone = with_ace_flags("deny_everyone", 0x12)
+    directory = lab(descriptors={"EX03": inherited_everyone})  # the organization container does not set it
+    verdict = acl01(directory, "EX01")
+    assert f"inherited from a container below the organization container ({ORG}), which does not set it" in (
+        verdict.evidence
+    )
+    assert "must be found" in verdict.fix and "<that container>" in verdict.fix
+    runnable = runnable_text(verdict.fix)
+    assert "Remove-ADPermission" not in runnable and "<" not in runnable  # no placeholder that looks runnable
+    assert 'Get-ADPermission -Identity "EX03"' in runnable  # the confirmation still runs
 
 
 def test_edge_is_not_applicable() -> None:

@@ -1,5 +1,6 @@
 """Facts survive the evidence file: collect at a customer, judge later, replay a bug report."""
 
+import typing
 from datetime import UTC, datetime
 
 import pytest
@@ -90,3 +91,50 @@ def test_bad_snapshot_is_a_clear_error(text, message):
 def test_unreadable_snapshot_names_the_file(tmp_path):
     with pytest.raises(snapshot.SnapshotError, match=r"missing\.json: cannot read"):
         snapshot.read(tmp_path / "missing.json")
+
+
+def test_not_utf8_snapshot_is_a_clear_error(tmp_path):
+    path = tmp_path / "facts.json"
+    path.write_bytes(b'{"format": "\xff"}')
+    with pytest.raises(snapshot.SnapshotError, match=r"facts\.json: not UTF-8 text \(byte 12\)"):
+        snapshot.read(path)
+
+
+def test_type_hints_are_resolved_once_per_class(monkeypatch):
+    # Resolving string annotations evals each one; a 200-server org decodes thousands of objects.
+    calls = []
+    original = typing.get_type_hints
+    monkeypatch.setattr(typing, "get_type_hints", lambda kind, *args: calls.append(kind) or original(kind, *args))
+    snapshot._hints.cache_clear()
+    text = snapshot.dumps(sample_facts())
+    for _ in range(3):
+        snapshot.loads(text)
+    assert len(calls) == len(set(calls)) and Principal in calls
+
+
+def test_the_evidence_file_is_parsed_once_per_run(suite, pytester, tmp_path):
+    # The org name comes from the file, and so do the facts: one parse, not one for each.
+    pytester.makepyfile(
+        count_parses="""
+        from exchange_compliance import snapshot
+
+        parsed = []
+        original = snapshot.loads
+
+
+        def loads(text, source="snapshot"):
+            parsed.append(source)
+            return original(text, source)
+
+
+        snapshot.loads = loads
+
+
+        def pytest_unconfigure(config):
+            print("PARSED", parsed)
+        """
+    )
+    path = snapshot.write(sample_facts(), tmp_path / "evidence.json")
+    run = suite(None, "-p", "count_parses", "--org-snapshot", str(path))
+    assert run.ret in (0, 1), run.stdout + run.stderr
+    assert f"PARSED [{str(path)!r}]" in run.stdout

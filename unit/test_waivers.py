@@ -101,6 +101,16 @@ def test_not_toml_and_wrong_shape(tmp_path):
     assert "[] waivers: unknown key" in error_of(tmp_path, "[[waivers]]\n")
 
 
+def test_waivers_file_not_in_utf8_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "prod.waivers.toml"
+    data = VALID.replace("J. Smith", "J. M\u00fcller").encode("cp1252")  # as a Windows editor saves it
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as caught:
+        waivers.load(path)
+    byte = data.index("\u00fc".encode("cp1252"))
+    assert str(caught.value) == f"{path}: not UTF-8 text (byte {byte}): save it as UTF-8"
+
+
 def test_locate_prefers_the_option_and_needs_it_to_exist(tmp_path):
     default = tmp_path / "prod.waivers.toml"
     assert waivers.locate(None, default) is None

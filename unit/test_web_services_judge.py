@@ -61,11 +61,50 @@ def test_hybrid_without_external_url_takes_the_orgs_published_name():
     )
 
 
-def test_hybrid_without_any_external_url_says_to_replace_the_host():
+def test_hybrid_without_any_external_url_says_it_must_be_chosen():
+    # Nothing in AD names the published host: the fix says so, and runs what can be derived (the InternalUrl).
     verdict = ews_urls_set(EX01, directory((EX01,), vdirs=(ews("EX01", None, None),)), hybrid=True)
     assert not verdict.met
-    assert f"-InternalUrl {INTERNAL} -ExternalUrl {INTERNAL}" in verdict.fix
-    assert "published to the internet" in verdict.fix
+    runnable = runnable_text(verdict.fix).strip()
+    assert (
+        runnable == f'Set-WebServicesVirtualDirectory -Identity "EX01\\EWS (Default Web Site)" -InternalUrl {INTERNAL}'
+    )
+    assert "the name published to the internet must be chosen" in verdict.fix
+    assert "-ExternalUrl https://<published name>/EWS/Exchange.asmx" in verdict.fix  # in a comment only
+    # Only the ExternalUrl wrong: nothing runnable is left, and nothing pretends to be.
+    verdict = ews_urls_set(EX01, directory((EX01,), vdirs=(ews("EX01", INTERNAL, None),)), hybrid=True)
+    assert runnable_text(verdict.fix).strip() == "" and "must be chosen" in verdict.fix
+
+
+def test_missing_vdir_in_hybrid_without_a_published_name_says_it_must_be_chosen():
+    verdict = ews_urls_set(EX01, directory((EX01,)), hybrid=True)
+    lines = verdict.fix.splitlines()
+    assert lines[0] == (
+        f'New-WebServicesVirtualDirectory -Server EX01 -WebSiteName "Default Web Site" -InternalUrl {INTERNAL}'
+    )
+    assert "must be chosen" in verdict.fix and runnable_text(verdict.fix).strip() == lines[0]
+
+
+def test_url_that_does_not_parse_is_not_an_https_url_and_is_shown():
+    assert not is_https_url("https://[x")
+    assert not is_https_url("https://[::1")
+    verdict = ews_urls_set(EX01, directory((EX01,), vdirs=(ews("EX01", "https://[x", EXTERNAL),)), hybrid=True)
+    assert not verdict.met and "InternalUrl https://[x" in verdict.evidence
+    assert f"-InternalUrl {INTERNAL}" in verdict.fix
+    # Published by another server, it is not taken as the org's external URL either.
+    vdirs = (ews("EX01", INTERNAL, None), ews("EX02", INTERNAL, "https://[x/EWS/Exchange.asmx"))
+    assert "must be chosen" in ews_urls_set(EX01, directory((EX01, EX02), vdirs=vdirs), hybrid=True).fix
+
+
+def test_the_most_published_external_url_wins_whatever_the_order():
+    other = "https://webmail.contoso.com/EWS/Exchange.asmx"
+    servers = tuple(server(f"EX0{i}") for i in range(1, 5))
+    vdirs = (ews("EX01", INTERNAL, None), ews("EX02", INTERNAL, other), ews("EX03", INTERNAL, EXTERNAL))
+    for order in (vdirs, vdirs[::-1]):  # one each: a tie, broken by name, not by the order AD returned them in
+        assert ews_urls_set(EX01, directory(servers, vdirs=order), hybrid=True).fix.endswith(f"-ExternalUrl {EXTERNAL}")
+    vdirs += (ews("EX04", INTERNAL, other),)
+    for order in (vdirs, vdirs[::-1]):
+        assert ews_urls_set(EX01, directory(servers, vdirs=order), hybrid=True).fix.endswith(f"-ExternalUrl {other}")
 
 
 def test_other_servers_vdir_does_not_count():

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-import math
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ..config import OrgConfig
+import ldap3
+from ldap3.core.exceptions import LDAPException
+
+from ..config import Credentials, OrgConfig
 from ..facts import ExchangeServer, Handshake, OrgFacts, ServerProbe, Unavailable
 from .ldap import DirectoryReader, open_connection
-from .tls import HandshakeFailed, fetch_certificate
-from .winrm import ProbeFailed, run_probe
+from .tls import BACKEND_PORT, HandshakeFailed, fetch_certificate
+from .winrm import ProbeFailed, check_transport, run_probe, timed_out
 
 Progress = Callable[[str], None]
+Fact = ServerProbe | Handshake | Unavailable
+
+
+@dataclass(frozen=True)
+class Job:
+    source: str  # "winrm" (the probe) or "tls" (the handshake on 444)
+    server: ExchangeServer
 
 
 def select_servers(servers: tuple[ExchangeServer, ...], config: OrgConfig) -> tuple[ExchangeServer, ...]:
@@ -31,65 +43,26 @@ def select_servers(servers: tuple[ExchangeServer, ...], config: OrgConfig) -> tu
 
 
 def collect_org(config: OrgConfig, progress: Progress = lambda _message: None) -> OrgFacts:
-    """Read the org. Raises ConfigError (missing secret) or DirectoryUnreachable before touching any server."""
+    """Read the org. Raises ConfigError (missing secret, missing transport package) or DirectoryUnreachable /
+    DirectoryError before touching any server."""
     directory_credentials = config.directory_credentials()
     winrm_credentials = config.winrm_credentials()
+    check_transport(config)
     started = time.monotonic()
     connection = open_connection(config, directory_credentials)
     try:
         directory = DirectoryReader(connection, config.directory.base_dn).read()
         searches = connection.usage.search_operations if connection.usage else None
     finally:
-        connection.unbind()
+        close(connection)
     checked = select_servers(directory.servers, config)
     progress(
         f"directory: org {directory.org_name!r}, {len(directory.servers)} servers, {searches} LDAP searches "
         f"in {time.monotonic() - started:.1f}s; probing {len(checked)} servers"
     )
-
-    def probe(server: ExchangeServer) -> ServerProbe | Unavailable:
-        if not server.fqdn:
-            return Unavailable("winrm", server.name, "the server object has no FQDN (networkAddress ncacn_ip_tcp)")
-        try:
-            return run_probe(server.fqdn, config, winrm_credentials)
-        except ProbeFailed as exc:
-            return Unavailable("winrm", server.name, str(exc))
-
-    def handshake(server: ExchangeServer) -> Handshake | Unavailable:
-        if not server.fqdn:
-            return Unavailable("tls", server.name, "the server object has no FQDN (networkAddress ncacn_ip_tcp)")
-        try:
-            return fetch_certificate(
-                server.fqdn, config.address_of(server.fqdn), config.backend_port, config.tls_timeout_seconds
-            )
-        except HandshakeFailed as exc:
-            return Unavailable("tls", server.name, str(exc))
-
     started = time.monotonic()
-    probes: dict[str, ServerProbe | Unavailable] = {}
-    handshakes: dict[str, Handshake | Unavailable] = {}
-    # I/O bound: threads. One unreachable server costs its own timeout, never the others' results.
-    pool = ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="probe")
-    try:
-        jobs = {pool.submit(probe, s): (probes, s) for s in checked}
-        jobs |= {pool.submit(handshake, s): (handshakes, s) for s in checked if s.is_mailbox}
-        waves = math.ceil(len(jobs) / config.max_workers) if jobs else 0
-        done, late = wait(jobs, timeout=config.server_timeout_seconds * max(waves, 1))
-        for job in done:
-            target, server = jobs[job]
-            target[server.name] = job.result()
-        for job in late:
-            target, server = jobs[job]
-            source = "winrm" if target is probes else "tls"
-            target[server.name] = Unavailable(source, server.name, "no answer within the server timeout")
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    failed = sorted({u.server for u in (*probes.values(), *handshakes.values()) if isinstance(u, Unavailable)})
-    progress(
-        f"servers: probed {len(checked)} in {time.monotonic() - started:.1f}s"
-        + (f"; unreachable or failing: {', '.join(failed)}" if failed else "")
-    )
-    return OrgFacts(
+    probes, handshakes = collect_servers(checked, config, winrm_credentials)
+    facts = OrgFacts(
         org=config.name,
         collected_at=datetime.now(UTC),
         directory=directory,
@@ -98,3 +71,99 @@ def collect_org(config: OrgConfig, progress: Progress = lambda _message: None) -
         handshakes=handshakes,
         settings=config.judging_settings(),
     )
+    failed = facts.unreachable()
+    progress(
+        f"servers: probed {len(checked)} in {time.monotonic() - started:.1f}s"
+        + (f"; unreachable or failing: {', '.join(failed)}" if failed else "")
+    )
+    return facts
+
+
+def collect_servers(
+    servers: tuple[ExchangeServer, ...], config: OrgConfig, credentials: Credentials | None
+) -> tuple[dict[str, ServerProbe | Unavailable], dict[str, Handshake | Unavailable]]:
+    """The WinRM probe of every server and the TLS handshake of every mailbox server, `max_workers` at a time.
+
+    Each job has its own deadline (server_timeout_seconds from its start): a server past it, or one whose probe
+    broke in any way, is Unavailable on its own rows, and every other server is still checked.
+    """
+    jobs = [Job("winrm", s) for s in servers] + [Job("tls", s) for s in servers if s.is_mailbox]
+    done: queue.SimpleQueue[tuple[int, Fact]] = queue.SimpleQueue()
+    facts: dict[int, Fact] = {}
+    running: dict[int, float] = {}  # job -> its deadline
+    waiting = list(reversed(range(len(jobs))))
+    timeout = config.server_timeout_seconds
+    while waiting or running:
+        while waiting and len(running) < config.max_workers:
+            index = waiting.pop()
+            running[index] = time.monotonic() + timeout
+            # A daemon thread, not a ThreadPoolExecutor: the executor's threads are joined at interpreter exit,
+            # so one server that never answers kept a nightly run from ever ending. A job past its deadline is
+            # abandoned here (a new thread takes its place) and gives up by itself shortly after (run_probe cuts
+            # each request to the deadline); if the process ends first, the daemon thread does not hold it.
+            threading.Thread(
+                target=_run_job,
+                args=(jobs[index], index, running[index], config, credentials, done),
+                name=f"{jobs[index].source}-{jobs[index].server.name}",
+                daemon=True,
+            ).start()
+        try:
+            index, fact = done.get(timeout=max(0.0, min(running.values()) - time.monotonic()))
+            if index in running:  # an abandoned job's late answer is dropped: its row already says why
+                del running[index]
+                facts[index] = fact
+        except queue.Empty:
+            pass
+        now = time.monotonic()
+        for index in [i for i, deadline in running.items() if deadline <= now]:
+            del running[index]
+            job = jobs[index]
+            facts[index] = Unavailable(job.source, job.server.name, timed_out(timeout))
+    probes: dict[str, ServerProbe | Unavailable] = {}
+    handshakes: dict[str, Handshake | Unavailable] = {}
+    for index, job in enumerate(jobs):
+        target = probes if job.source == "winrm" else handshakes
+        target[job.server.name] = facts[index]  # type: ignore[assignment]
+    return probes, handshakes
+
+
+def _run_job(
+    job: Job,
+    index: int,
+    deadline: float,
+    config: OrgConfig,
+    credentials: Credentials | None,
+    done: queue.SimpleQueue[tuple[int, Fact]],
+) -> None:
+    try:
+        fact = _collect(job, deadline, config, credentials)
+    except Exception as exc:  # one server's surprise (a proxy's HTML, a pywinrm KeyError) is that server's alone
+        fact = Unavailable(job.source, job.server.name, describe(exc))
+    done.put((index, fact))
+
+
+def _collect(job: Job, deadline: float, config: OrgConfig, credentials: Credentials | None) -> Fact:
+    server = job.server
+    if not server.fqdn:
+        return Unavailable(job.source, server.name, "the server object has no FQDN (networkAddress ncacn_ip_tcp)")
+    try:
+        if job.source == "winrm":
+            return run_probe(server.fqdn, config, credentials, deadline)
+        # Each socket operation waits at most the TLS timeout, and never past the server's deadline.
+        seconds = max(0.1, min(config.tls_timeout_seconds, deadline - time.monotonic()))
+        return fetch_certificate(server.fqdn, config.address_of(server.fqdn), seconds, BACKEND_PORT)
+    except (ProbeFailed, HandshakeFailed) as exc:
+        return Unavailable(job.source, server.name, str(exc))
+
+
+def describe(exc: BaseException) -> str:
+    """`<Type>: <message>`, one line: what an unexpected error says about one server."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300] if lines else '(no message)'}"
+
+
+def close(connection: ldap3.Connection) -> None:
+    # After a socket error ldap3 has already closed the connection and may raise again on unbind; the error
+    # that matters is the one the read raised.
+    with contextlib.suppress(LDAPException, OSError):
+        connection.unbind()

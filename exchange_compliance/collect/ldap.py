@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 import ssl
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import TypeVar
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
@@ -32,6 +34,7 @@ SERVER_ATTRIBUTES = [
     "msExchServerSite",
     "nTSecurityDescriptor",
 ]
+T = TypeVar("T")
 PRINCIPAL_ATTRIBUTES = ["objectSid", "sAMAccountName", "cn", "memberOf", "dNSHostName", "primaryGroupID", "objectClass"]
 
 
@@ -40,7 +43,8 @@ class DirectoryUnreachable(Exception):
 
 
 class DirectoryError(Exception):
-    """The directory answered but does not hold what an Exchange org has (no org container, ...)."""
+    """The directory answered but cannot be read as an Exchange org: no org container, a search broken off (a
+    receive timeout, a reset connection), a value that cannot be decoded. The message names where and why."""
 
 
 def open_connection(config: OrgConfig, credentials: Credentials) -> ldap3.Connection:
@@ -110,14 +114,26 @@ class DirectoryReader:
         self, base: str, search_filter: str, scope: str, attributes: list[str], *, descriptor: bool = False
     ) -> list[dict]:
         controls = security_descriptor_control(sdflags=SD_FLAGS) if descriptor else None
-        response = self.connection.extend.standard.paged_search(
-            base, search_filter, scope, attributes=attributes, controls=controls, paged_size=PAGE_SIZE, generator=False
-        )
+        where = base or "the rootDSE"
+        try:
+            response = self.connection.extend.standard.paged_search(
+                base,
+                search_filter,
+                scope,
+                attributes=attributes,
+                controls=controls,
+                paged_size=PAGE_SIZE,
+                generator=False,
+            )
+        except (LDAPException, OSError) as exc:
+            # raise_exceptions=False covers LDAP result codes only: a receive timeout or a reset connection
+            # still raises (LDAPSocketReceiveError, LDAPSessionTerminatedByServerError, ...).
+            raise DirectoryError(f"search of {where} failed: {_reason(exc)}") from None
         result = self.connection.result
         if result and result.get("result") not in (0, None):
             if result.get("result") == 32:  # noSuchObject
                 return []
-            raise DirectoryError(f"search of {base} failed: {result.get('description')} {result.get('message')}")
+            raise DirectoryError(f"search of {where} failed: {result.get('description')} {result.get('message')}")
         # AD and Samba return search references beside the entries.
         return [entry for entry in response or [] if entry.get("type") == "searchResEntry"]
 
@@ -142,7 +158,7 @@ class DirectoryReader:
         org_dn = orgs[0]["dn"]
 
         servers = tuple(
-            _server(entry)
+            _decoded(_server, entry, "Exchange server")
             for entry in self._search(
                 org_dn, "(objectCategory=msExchExchangeServer)", ldap3.SUBTREE, SERVER_ATTRIBUTES, descriptor=True
             )
@@ -202,7 +218,7 @@ class DirectoryReader:
         )
         by_host = {}
         for entry in entries:
-            principal = _principal(entry, "computer")
+            principal = _decoded(_principal, entry, "computer")
             if principal.dns_host_name:
                 by_host[principal.dns_host_name.lower()] = principal
             by_host[principal.name.lower()] = principal
@@ -236,7 +252,7 @@ class DirectoryReader:
                 domain_dn, f"(&(objectClass=group)(|{''.join(terms)}))", ldap3.SUBTREE, PRINCIPAL_ATTRIBUTES
             )
             for entry in entries:
-                group = _principal(entry, "group")
+                group = _decoded(_principal, entry, "group")
                 groups[group.dn.lower()] = group
                 asked.add(group.dn.lower())
             # Primary groups are asked for by SID once; every later level follows memberOf DNs. A DN that
@@ -259,7 +275,7 @@ class DirectoryReader:
             current_thumbprint=current,
             previous_thumbprint=previous,
             next_thumbprint=upcoming,
-            next_effective=values.parse_generalized_time(_text(entries[0], "msExchAuthNextEffectiveDate")),
+            next_effective=_decoded(_next_effective, entries[0], "Auth Configuration"),
             raw_thumbprint_values=tuple(raw),
         )
 
@@ -310,7 +326,7 @@ def _text(entry: dict, name: str) -> str | None:
     return texts[0] if texts else None
 
 
-def _server(entry: dict) -> ExchangeServer:
+def _server(entry: dict, _kind: str = "") -> ExchangeServer:
     serial = _text(entry, "serialNumber")
     version = values.version_from_serial_number(serial) if serial else None
     number = _text(entry, "versionNumber")
@@ -329,8 +345,29 @@ def _server(entry: dict) -> ExchangeServer:
     )
 
 
+def _decoded(decode: Callable[..., T], entry: dict, kind: str) -> T:
+    """`decode(entry, kind)`, or a DirectoryError naming the entry: never a traceback out of the collector.
+
+    A principal whose objectSid cannot be read (withheld from the audit account, or not a SID) stops the read
+    rather than being skipped: every token and membership chain through it would be unknown, and judging
+    without it could pass a server whose computer account is in fact denied. The message names the entry, so
+    the read permission (or the object) can be fixed.
+    """
+    try:
+        return decode(entry, kind)
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise DirectoryError(f"{entry.get('dn') or 'an entry'}: cannot read this {kind}: {exc}") from None
+
+
+def _next_effective(entry: dict, _kind: str) -> datetime | None:
+    return values.parse_generalized_time(_text(entry, "msExchAuthNextEffectiveDate"))
+
+
 def _principal(entry: dict, kind: str) -> Principal:
-    sid = values.sid_from_bytes(_raw(entry, "objectSid") or b"")
+    raw_sid = _raw(entry, "objectSid")
+    if not raw_sid:
+        raise ValueError("no objectSid (not readable by the audit account?)")
+    sid = values.sid_from_bytes(raw_sid)
     primary = _text(entry, "primaryGroupID")
     return Principal(
         dn=entry["dn"],

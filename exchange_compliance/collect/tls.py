@@ -7,12 +7,16 @@ import ssl
 
 from ..facts import Handshake
 
+# The Exchange Back End site always listens on 444 (setup binds it; front ends proxy to it). Not a setting:
+# the probe (probe.ps1) and the judges read the 444 bindings, so the handshake must be made there too.
+BACKEND_PORT = 444
+
 
 class HandshakeFailed(Exception):
     """No TLS handshake could be completed; the message says where and why."""
 
 
-def fetch_certificate(host: str, address: str, port: int, timeout: float) -> Handshake:
+def fetch_certificate(host: str, address: str, timeout: float, port: int = BACKEND_PORT) -> Handshake:
     """Handshake with `address:port`, sending `host` as SNI, and return the leaf certificate.
 
     The certificate is deliberately not trusted or name-checked here: the judges decide whether it is

@@ -13,20 +13,23 @@ Directory.
 
 from __future__ import annotations
 
-import weakref
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from exchange_compliance.collect.values import dns_domain_of, rdn_value
 from exchange_compliance.facts import Directory, Principal
+from exchange_compliance.judge.memo import IdentityCache
 from exchange_compliance.judge.security_descriptor import (
     ADS_RIGHT_DS_CONTROL_ACCESS,
     GENERIC_ALL,
     Ace,
     SecurityDescriptor,
-    _parse_cached,
+    clear_parse_cache,
 )
 
+# How evidence draws a membership chain: EX02$ → Server Operators Team → Domain Admins.
+ARROW = " \u2192 "
 # What every network logon adds to a token: Everyone, Authenticated Users, NETWORK, This Organization.
 NETWORK_LOGON_SIDS = frozenset({"S-1-1-0", "S-1-5-11", "S-1-5-2", "S-1-5-15"})
 
@@ -91,11 +94,25 @@ _NOT_GRANTED = AccessDecision("not_granted", "no ACE in the DACL grants it to th
 _Compiled = tuple[tuple[str, str, int, AccessDecision | None], ...]
 
 
+# Per descriptor, by identity (hashing a descriptor hashes every ACE, dearer than the check it would save): right
+# GUID as the caller spelled it -> its compiled entries. Each entry holds its descriptor, so the id cannot be
+# reused while the entry exists; past the parse cache's size (whose descriptors these mostly are) the oldest go.
+# Not memo.IdentityCache: its weak reference, dereferenced on every check, made bench_acl's 40,000 checks about
+# half again slower.
+_COMPILED: dict[int, tuple[SecurityDescriptor, dict[str, _Compiled]]] = {}
+_COMPILED_LIMIT = 4096
+
+
 def _compiled(descriptor: SecurityDescriptor, right_guid: str) -> _Compiled:
     """(SID, "A"/"D"/"X", index, the decision it makes) for the DACL entries that can matter for the right, in
-    order; memoised on the descriptor under the GUID as given (normalising on every call costs more than the scan).
+    order; memoised per descriptor under the GUID as given (normalising on every call costs more than the scan).
     Decisions are built once here: constructing a frozen dataclass per check was half the cost of a check."""
-    cache = descriptor._access_cache
+    entry = _COMPILED.get(id(descriptor))
+    if entry is None or entry[0] is not descriptor:
+        if len(_COMPILED) >= _COMPILED_LIMIT:
+            del _COMPILED[next(iter(_COMPILED))]
+        entry = _COMPILED[id(descriptor)] = (descriptor, {})
+    cache = entry[1]
     compiled = cache.get(right_guid)
     if compiled is None:
         right = normalize_guid(right_guid)
@@ -181,30 +198,24 @@ class _Index:
         return self.closures[key]
 
 
-# Keyed by id(directory); the weak reference tells a live Directory from a dead one whose id was reused. Directory
-# is a frozen dataclass holding dicts, so it is not hashable and cannot key a WeakKeyDictionary.
-_INDEXES: dict[int, tuple[weakref.ref[Directory], _Index]] = {}
-
-
-def _index(directory: Directory) -> _Index:
-    entry = _INDEXES.get(id(directory))
-    if entry is not None and entry[0]() is directory:
-        return entry[1]
+def _build_index(directory: Directory) -> _Index:
     principals = [*directory.groups.values(), *directory.computers.values()]
-    index = _Index(
+    return _Index(
         by_dn={p.dn.lower(): p for p in principals},
         by_sid={p.sid: p for p in principals},
         computers={name.lower(): p for name, p in directory.computers.items()},
     )
-    key = id(directory)
-    _INDEXES[key] = (weakref.ref(directory, lambda _ref: _INDEXES.pop(key, None)), index)
-    return index
+
+
+_index: IdentityCache[Directory, _Index] = IdentityCache(_build_index)
 
 
 def clear_caches() -> None:
-    """Forget parsed descriptors and per-Directory indexes (a long-running process judging many snapshots)."""
-    _parse_cached.cache_clear()
-    _INDEXES.clear()
+    """Forget parsed descriptors, compiled ACEs and per-Directory indexes (a long-running process judging many
+    snapshots)."""
+    clear_parse_cache()
+    _COMPILED.clear()
+    _index.clear()
 
 
 def computer_account(directory: Directory, server_name: str) -> Principal:
@@ -242,19 +253,6 @@ def principal_token(directory: Directory, principal: Principal) -> frozenset[str
             sids.add(principal.primary_group_sid)
         index.tokens[key] = frozenset(sids)
     return index.tokens[key]
-
-
-def network_token(directory: Directory, server_name: str) -> frozenset[str]:
-    """The token the server's computer account presents when it calls another server (seed 000: `FAB\\CAS1$`)."""
-    return principal_token(directory, computer_account(directory, server_name))
-
-
-def group_token(directory: Directory, group_dn: str) -> frozenset[str]:
-    """The part of a member's token that comes from being in the group: what ACL-02/03 evaluate."""
-    group = principal_by_dn(directory, group_dn)
-    if group is None:
-        raise LookupError(f"the group {group_dn} is not among the collected groups")
-    return principal_token(directory, group)
 
 
 def membership_chain(directory: Directory, from_dn: str, to_sid: str) -> list[Principal]:
@@ -308,10 +306,7 @@ def sid_name(directory: Directory, sid: str) -> str:
 def group_name(directory: Directory, dn: str) -> str:
     """The collected group's name, else the value of its first RDN (CN=Exchange Servers,OU=... -> Exchange Servers)."""
     principal = principal_by_dn(directory, dn)
-    if principal is not None:
-        return principal.name
-    first = dn.replace("\\,", "\0").split(",", 1)[0]
-    return first.split("=", 1)[-1].replace("\0", ",")
+    return principal.name if principal is not None else rdn_value(dn)
 
 
 def netbios_domain(directory: Directory) -> str:
@@ -319,11 +314,7 @@ def netbios_domain(directory: Directory) -> str:
     evidence files) the first DC= label upper-cased, which is the default but not guaranteed."""
     if directory.netbios_domain:
         return directory.netbios_domain
-    for rdn in directory.domain_dn.split(","):
-        key, _, value = rdn.strip().partition("=")
-        if key.lower() == "dc":
-            return value.upper()
-    return directory.domain_dn
+    return dns_domain_of(directory.domain_dn).partition(".")[0].upper() or directory.domain_dn
 
 
 def qualified_name(directory: Directory, sid: str) -> str:

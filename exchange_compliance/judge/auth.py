@@ -11,7 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from ..collect.probe import normalize_thumbprint
-from ..facts import AuthConfig, Directory, ExchangeServer, ServerProbe, Unavailable, Version
+from ..collect.values import dns_domain_of
+from ..facts import AuthConfig, Directory, ExchangeServer, ServerProbe, Unavailable
 from .certificates import (
     CertificateInfo,
     find_in_store,
@@ -25,18 +26,9 @@ from .powershell import argument, comment, quote
 from .verdict import FactUnavailable, Verdict, available
 
 AUTH_NAME = "Microsoft Exchange Server Auth Certificate"
-EXCHANGE_2016_CU6 = Version(15, 1, 1034)
-EXCHANGE_2016_CU7 = Version(15, 1, 1261)
 _SHA1_HEX = re.compile(r"[0-9A-F]{40}")
 
 Probes = Mapping[str, ServerProbe | Unavailable]
-
-
-def dns_domain(domain_dn: str) -> str:
-    """`DC=lab,DC=contoso,DC=test` -> `lab.contoso.test`."""
-    return ".".join(
-        rdn.split("=", 1)[1].strip() for rdn in domain_dn.split(",") if rdn.strip().lower().startswith("dc=")
-    )
 
 
 def needs_auth_certificate(server: ExchangeServer) -> bool:
@@ -58,24 +50,22 @@ def _found_values(config: AuthConfig) -> str:
     )
 
 
-def _sorted_probes(probes: Probes) -> list[tuple[str, ServerProbe | Unavailable]]:
-    return sorted(probes.items(), key=lambda item: item[0].lower())
-
-
-def _probe_of(probes: Probes, name: str) -> ServerProbe | Unavailable | None:
-    return next((probe for key, probe in probes.items() if key.lower() == name.lower()), None)
-
-
 def _locate(probes: Probes, thumbprint: str) -> CertificateInfo | None:
-    """The certificate parsed from the DER of any store that holds it (same thumbprint, same DER)."""
-    for name, probe in _sorted_probes(probes):
-        if not isinstance(probe, Unavailable) and (found := find_in_store(probe, thumbprint)) is not None:
-            return store_info(found, name)
-    return None
+    """The certificate parsed from the DER of any store that holds it (same thumbprint, same DER); read from the
+    first holder by name, so that a DER that does not parse is reported the same way every run."""
+    holders = [
+        (name, found)
+        for name, probe in probes.items()
+        if not isinstance(probe, Unavailable) and (found := find_in_store(probe, thumbprint)) is not None
+    ]
+    if not holders:
+        return None
+    name, found = min(holders, key=lambda holder: holder[0].lower())
+    return store_info(found, name)
 
 
 def _not_found(thumbprint: str, probes: Probes, what: str) -> FactUnavailable:
-    unknown = [name for name, probe in _sorted_probes(probes) if isinstance(probe, Unavailable)]
+    unknown = sorted((name for name, probe in probes.items() if isinstance(probe, Unavailable)), key=str.lower)
     probed = f"; not probed: {', '.join(unknown)}" if unknown else ""
     return FactUnavailable(
         f"the {what} Auth certificate {thumbprint} is in no probed server's LocalMachine\\My, so its dates cannot "
@@ -97,12 +87,14 @@ def _restart(servers: Iterable[ExchangeServer]) -> str:
 
 
 def _new_auth_certificate(directory: Directory, seed: str) -> list[str]:
-    # Seed 001 names the org's SMTP domain (contoso.com in the article); the directory gives the AD domain,
-    # which is the SMTP domain in most orgs. Seed 003 creates it without names, as setup does.
+    # Seed 001 names a domain (contoso.com in the article): the AD domain is used, as derived. Seed 003 creates it
+    # without names, as setup does. Either works: OAuth finds the certificate by thumbprint, never by name.
     if seed == "001":
-        domain = dns_domain(directory.domain_dn)
-        domain_arg = quote(domain)
-        note = [f"# -DomainName is the AD domain ({comment(directory.domain_dn)}); use your SMTP domain if it differs."]
+        domain_arg = quote(dns_domain_of(directory.domain_dn))
+        note = [
+            f"# -DomainName is the AD domain ({comment(directory.domain_dn)}); the Auth certificate is found by its "
+            "thumbprint, not its names, so no other domain is needed."
+        ]
     else:
         domain_arg, note = "@()", []
     return [
@@ -131,11 +123,8 @@ def create_and_publish_fix(
         _restart(s for s in directory.servers if needs_auth_certificate(s)),
     ]
     if old and probes:
-        holders = [
-            name
-            for name, probe in _sorted_probes(probes)
-            if isinstance(probe, ServerProbe) and find_in_store(probe, old)
-        ]
+        with_key, without_key, _ = servers_holding(probes.items(), old)
+        holders = sorted([*with_key, *without_key], key=str.lower)
         if holders:
             lines.append("# Once the new certificate is current, remove the old one from every server holding it:")
         lines += [
@@ -184,21 +173,22 @@ def copy_certificate_fix(
 def auth_certificate_configured(directory: Directory) -> Verdict:
     """AUTH-01: the Auth configuration exists and names a current thumbprint."""
     config = directory.auth_config
-    fix = create_and_publish_fix(directory)
     if config is None:
         return Verdict.failed(
             f"No Auth Configuration object: CN=Auth Configuration,{directory.org_dn} was not found",
-            fix,
+            create_and_publish_fix(directory),
             auth_config=None,
         )
     found = _found_values(config)
     details = {"auth_config_dn": config.dn, "raw_thumbprint_values": list(config.raw_thumbprint_values)}
     current = _current(config)
     if current is None:
-        return Verdict.failed(f"The Auth configuration names no current certificate: {found}", fix, **details)
-    if not _SHA1_HEX.fullmatch(current):
-        return Verdict.failed(f"The current thumbprint {current!r} is not a SHA-1 thumbprint: {found}", fix, **details)
-    return Verdict.passed(f"The Auth configuration names current certificate {current}: {found}", **details)
+        problem = f"The Auth configuration names no current certificate: {found}"
+    elif not _SHA1_HEX.fullmatch(current):
+        problem = f"The current thumbprint {current!r} is not a SHA-1 thumbprint: {found}"
+    else:
+        return Verdict.passed(f"The Auth configuration names current certificate {current}: {found}", **details)
+    return Verdict.failed(problem, create_and_publish_fix(directory), **details)
 
 
 def auth_certificate_on_server(
@@ -221,8 +211,8 @@ def auth_certificate_on_server(
         return Verdict.passed(
             f"{thumbprint} is in {server.name}'s LocalMachine\\My with its private key", thumbprint=thumbprint
         )
-    others = {name: p for name, p in probes.items() if name.lower() != server.name.lower()}
-    with_key, without_key, unknown = servers_holding(_sorted_probes(others), thumbprint)
+    others = ((name, p) for name, p in probes.items() if name.lower() != server.name.lower())
+    with_key, without_key, unknown = servers_holding(others, thumbprint)
     state = "without its private key" if own is not None else "absent"
     evidence = (
         f"Looked for the current Auth certificate {thumbprint} in {server.name}'s LocalMachine\\My: {state}. "
@@ -327,7 +317,7 @@ def auth_certificate_renewal(
     unknown: list[str] = []
     missing: list[ExchangeServer] = []
     for server in required:
-        probe = _probe_of(probes, server.name)
+        probe = probes.get(server.name)
         if probe is None or isinstance(probe, Unavailable):
             unknown.append(server.name)
         elif (found := find_in_store(probe, next_thumbprint)) is None or not found.has_private_key:
@@ -354,7 +344,7 @@ def auth_certificate_renewal(
     if problems:
         fixes = [] if staging_ok else [_stage_fix(directory, left, next_thumbprint if usable else None, probes)]
         # Copying is worth it only for a certificate that stays the next one (usable, not replaced right away).
-        holders = servers_holding(_sorted_probes(probes), next_thumbprint)[0]
+        holders = servers_holding(probes.items(), next_thumbprint)[0]
         if missing and usable and holders and _effective_in_days(left) > 0:
             fixes.append(copy_certificate_fix(next_thumbprint, holders[0], missing, replace=without_key, restart=False))
         return Verdict.failed(
@@ -366,68 +356,3 @@ def auth_certificate_renewal(
             "their probe is unavailable"
         )
     return Verdict.passed(f"{head}; {staged}, on every Mailbox/Client Access server", **details)
-
-
-def cu_target_supported(
-    server: ExchangeServer, probe: ServerProbe | Unavailable | None, target: Version, auth_verdict: Verdict
-) -> Verdict:
-    """GATE-02: an Exchange 2016 server targeted at CU6 breaks OWA/ECP without the OAuth certificate (seed 001);
-    not applicable to Edge Transport servers, which serve neither.
-
-    The current build comes from AD (server.version); `probe` is not needed and is accepted so every gate has
-    the same shape, which is also why an Unavailable probe does not make this row an error.
-    """
-    del probe
-    if server.is_edge:
-        # Before the version: whatever build an Edge server runs, the break cannot reach it.
-        return Verdict.not_applicable(
-            f"{server.name} is an Edge Transport server: the CU6 missing-OAuth-certificate break (seed 001) is "
-            "about OWA and ECP, which Edge does not serve"
-        )
-    current = server.version
-    if current is None:
-        raise FactUnavailable(f"{server.name}: its Exchange version could not be read from AD")
-    if (current.major, current.minor) != (15, 1):
-        return Verdict.not_applicable(f"{server.name} runs {current.product} ({current}): GATE-02 is for Exchange 2016")
-    builds = f"current build {current}, target {target}"
-    details = {"current": str(current), "target": str(target)}
-    if (target.major, target.minor, target.build) != (15, 1, EXCHANGE_2016_CU6.build):
-        return Verdict.passed(
-            f"{builds}: not Exchange 2016 CU6 ({EXCHANGE_2016_CU6}), so the CU6 missing-OAuth-certificate break "
-            "(seed 001) does not apply",
-            **details,
-        )
-    advice = (
-        f"# Target Exchange 2016 CU7 ({EXCHANGE_2016_CU7}) or later instead of CU6 ({EXCHANGE_2016_CU6}), and "
-        "make\n# sure AUTH-02 passes for this server first."
-    )
-    if auth_verdict.applicable and not auth_verdict.met:
-        return Verdict.failed(
-            f"{builds}: CU6 breaks OWA and ECP when the Auth (OAuth) certificate is missing, and AUTH-02 fails for "
-            f"{server.name}: {auth_verdict.evidence}",
-            f"{advice}\n# AUTH-02's fix:\n{auth_verdict.fix}",
-            auth_02="failed",
-            **details,
-        )
-    return Verdict(
-        met=True,
-        evidence=f"WARNING: {builds}: Exchange 2016 CU6 breaks OWA and ECP on any server missing the Auth (OAuth) "
-        f"certificate (seed 001); AUTH-02 passes for {server.name} today, but CU7 ({EXCHANGE_2016_CU7}) fixes it",
-        fix=advice,
-        details={**details, "warning": True},
-    )
-
-
-def cu_target_gate(
-    directory: Directory, server: ExchangeServer, probe: ServerProbe | Unavailable, probes: Probes, target: Version
-) -> Verdict:
-    """GATE-02 for one server: the target judged with AUTH-02's verdict for it, which only a 2016 server
-    targeted at CU6 needs; elsewhere an AUTH-02 that could not be checked does not make the row an error."""
-    try:
-        auth_02 = auth_certificate_on_server(directory, server, probe, probes)
-    except FactUnavailable:
-        verdict = cu_target_supported(server, probe, target, Verdict.not_applicable("AUTH-02 could not be checked"))
-        if verdict.details.get("warning"):
-            raise
-        return verdict
-    return cu_target_supported(server, probe, target, auth_02)

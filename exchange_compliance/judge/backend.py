@@ -59,9 +59,9 @@ def _backend_bindings(probe: ServerProbe) -> tuple[SiteBinding | None, SslCertBi
     return site, netsh
 
 
-def _bound(site: SiteBinding | None, netsh: SslCertBinding | None) -> tuple[str | None, str]:
-    """The thumbprint TLS serves on 444 and a description of both bindings. http.sys is what a client gets, so
-    it wins when IIS's view differs; the difference is reported."""
+def _bound(site: SiteBinding | None, netsh: SslCertBinding | None) -> tuple[str | None, str | None, str]:
+    """The thumbprint TLS serves on 444, the store that binding names, and a description of both bindings.
+    http.sys is what a client gets, so it wins when IIS's view differs; the difference is reported."""
     iis_hash = normalize_thumbprint(site.certificate_hash) if site else None
     sys_hash = normalize_thumbprint(netsh.certificate_hash) if netsh else None
     parts = [
@@ -75,7 +75,23 @@ def _bound(site: SiteBinding | None, netsh: SslCertBinding | None) -> tuple[str 
     ]
     if iis_hash and sys_hash and iis_hash != sys_hash:
         parts.append(f"they disagree (IIS {iis_hash}, http.sys {sys_hash}); judged http.sys, which TLS serves")
-    return sys_hash or iis_hash, "; ".join(parts)
+    # The store named by the binding whose thumbprint is judged.
+    store = netsh.store_name if sys_hash and netsh else (site.certificate_store if site else None)
+    return sys_hash or iis_hash, store, "; ".join(parts)
+
+
+def _other_store(store: str | None) -> str | None:
+    """The store a binding names when it is not LocalMachine\\My, which is the only one the probe reads. Unnamed
+    (IIS leaves it empty, netsh prints "(null)") means My."""
+    name = (store or "").strip()
+    return None if name.lower() in ("", "my", "(null)") else name
+
+
+def _unseen(server: ExchangeServer, thumbprint: str, store: str, where: str) -> str:
+    return (
+        f"{where} on {server.name} names {thumbprint} in LocalMachine\\{store}; the probe reads only "
+        "LocalMachine\\My, so that certificate could not be checked"
+    )
 
 
 def exchange_certificate(
@@ -185,18 +201,21 @@ def backend_certificate_valid(server: ExchangeServer, probe: ServerProbe | Unava
         return skip
     facts = available(probe)
     site, netsh = _backend_bindings(facts)
-    thumbprint, bindings = _bound(site, netsh)
-    fix = bind_backend_fix(server, facts, now)
+    thumbprint, store, bindings = _bound(site, netsh)
     details: dict[str, object] = {"bound_thumbprint": thumbprint, "bindings": bindings}
     if thumbprint is None:
-        return Verdict.failed(f"No certificate is bound to 444 on {server.name}: {bindings}", fix, **details)
+        return Verdict.failed(
+            f"No certificate is bound to 444 on {server.name}: {bindings}",
+            bind_backend_fix(server, facts, now),
+            **details,
+        )
+    if (elsewhere := _other_store(store)) is not None:
+        raise FactUnavailable(_unseen(server, thumbprint, elsewhere, "the binding on 444") + f": {bindings}")
     cert = find_in_store(facts, thumbprint)
     if cert is None:
-        store = f" (http.sys names store {netsh.store_name})" if netsh and netsh.store_name else ""
         return Verdict.failed(
-            f"The certificate bound to 444, {thumbprint}, is not in {server.name}'s LocalMachine\\My{store}: "
-            f"{bindings}",
-            fix,
+            f"The certificate bound to 444, {thumbprint}, is not in {server.name}'s LocalMachine\\My: {bindings}",
+            bind_backend_fix(server, facts, now),
             **details,
         )
     info = store_info(cert, server.name)
@@ -209,6 +228,7 @@ def backend_certificate_valid(server: ExchangeServer, probe: ServerProbe | Unava
     evidence = f"{bindings}. Bound certificate: {info.describe()}; {checked}"
     details.update(certificate=info.describe(), checked=list(host_names(server)))
     if problems:
+        fix = bind_backend_fix(server, facts, now)
         return Verdict.failed(f"{evidence}. Problem: {'; '.join(problems)}", fix, **details)
     return Verdict.passed(f"{evidence}; {info.validity(now)}", **details)
 
@@ -225,7 +245,7 @@ def backend_presents_valid_certificate(
     except CertificateError as exc:
         raise FactUnavailable(f"the certificate {server.name} presented on {hello.port} does not parse: {exc}") from exc
     fqdn = server.fqdn or hello.host
-    thumbprint, bindings = _bound(*_backend_bindings(facts))
+    thumbprint, _store, bindings = _bound(*_backend_bindings(facts))
     matched, checked = _name_check(info, (fqdn,))
     problems = [] if info.is_valid_at(now) else [info.validity(now)]
     if matched is None:
@@ -257,16 +277,20 @@ def backend_presents_valid_certificate(
     return Verdict.failed(f"{evidence}. Problem: {'; '.join(problems)}", fix, **details)
 
 
-def _iis_bound(probe: ServerProbe) -> dict[str, list[str]]:
-    """Thumbprint -> where it is bound on 443/444, from IIS site bindings and http.sys (netsh)."""
-    bound: dict[str, list[str]] = {}
+def _iis_bound(probe: ServerProbe) -> dict[str, list[tuple[str, str | None]]]:
+    """Thumbprint -> where it is bound on 443/444 and the store each binding names, from IIS site bindings and
+    http.sys (netsh)."""
+    bound: dict[str, list[tuple[str, str | None]]] = {}
     for site in probe.bindings:
         if site.protocol.lower() == "https" and site.port in (443, 444) and site.certificate_hash:
             where = f"IIS '{site.site}' https {site.binding_information}"
-            bound.setdefault(normalize_thumbprint(site.certificate_hash) or "", []).append(where)
+            bound.setdefault(normalize_thumbprint(site.certificate_hash) or "", []).append(
+                (where, site.certificate_store)
+            )
     for entry in probe.ssl_bindings:
         if entry.ip_port.rsplit(":", 1)[-1] in ("443", "444") and entry.certificate_hash:
-            bound.setdefault(normalize_thumbprint(entry.certificate_hash) or "", []).append(f"http.sys {entry.ip_port}")
+            where = f"http.sys {entry.ip_port}"
+            bound.setdefault(normalize_thumbprint(entry.certificate_hash) or "", []).append((where, entry.store_name))
     return bound
 
 
@@ -303,30 +327,47 @@ def iis_certificates_not_expired(server: ExchangeServer, probe: ServerProbe | Un
     bound = _iis_bound(facts)
     if not bound:
         return Verdict.passed(f"No certificate is bound on 443 or 444 on {server.name}", bound={})
-    problems, fixes, seen = [], [], []
-    for thumbprint, where in sorted(bound.items()):
+    problems, fixes, seen, unseen = [], [], [], []
+    for thumbprint, bindings in sorted(bound.items()):
+        where = [w for w, _ in bindings]
+        seen.append(f"{thumbprint} ({', '.join(where)})")
+        # Looked for in My when any of its bindings uses My; bound only from another store, it cannot be seen.
+        elsewhere = [store for _, store in bindings if _other_store(store) is not None]
+        if len(elsewhere) == len(bindings):
+            unseen.append(_unseen(server, thumbprint, " or ".join(dict.fromkeys(elsewhere)), ", ".join(where)))
+            continue
         cert = find_in_store(facts, thumbprint)
         info = store_info(cert, server.name) if cert else None
-        seen.append(f"{thumbprint} ({', '.join(where)})")
         if info is not None and not info.is_expired(now):
             continue
         state = f"expired: {info.describe()}" if info else "not in LocalMachine\\My"
         problems.append(f"{', '.join(where)} → {thumbprint}, {state}")
-        if any(":444" in w for w in where):
-            fixes.append(bind_backend_fix(server, facts, now))
-        if any(":443" in w for w in where):
-            new = _replacement(server, facts, info, now)
-            fixes.append(
-                f"Enable-ExchangeCertificate -Server {argument(server.name)} -Thumbprint {argument(new)} -Services IIS "
-                "-Force\niisreset"
-                if new
-                else f"# No valid certificate for 443 in {comment(server.name)}'s store: bind a new self-signed one "
-                "for setup (clients will warn until a renewed CA-issued certificate is enabled)\n"
-                + _new_self_signed(server, "-Services IIS")
-                + "\niisreset"
-            )
-    details = {"bound": {tp: where for tp, where in bound.items()}}
+        fixes += _gate01_fixes(server, facts, info, where, now)
+    details = {"bound": {tp: [w for w, _ in bindings] for tp, bindings in bound.items()}}
     if problems:
         fix = "# Bind a valid certificate before running setup.\n" + "\n".join(dict.fromkeys(fixes))
-        return Verdict.failed(f"On {server.name}: " + "; ".join(problems), fix, **details)
+        notes = [f"could not be checked: {u}" for u in unseen]
+        return Verdict.failed(f"On {server.name}: " + "; ".join([*problems, *notes]), fix, unseen=unseen, **details)
+    if unseen:
+        raise FactUnavailable("; ".join(unseen))
     return Verdict.passed(f"Bound on {server.name}, none expired: {'; '.join(seen)}", **details)
+
+
+def _gate01_fixes(
+    server: ExchangeServer, facts: ServerProbe, info: CertificateInfo | None, where: list[str], now: datetime
+) -> list[str]:
+    fixes = []
+    if any(":444" in w for w in where):
+        fixes.append(bind_backend_fix(server, facts, now))
+    if any(":443" in w for w in where):
+        new = _replacement(server, facts, info, now)
+        fixes.append(
+            f"Enable-ExchangeCertificate -Server {argument(server.name)} -Thumbprint {argument(new)} -Services IIS "
+            "-Force\niisreset"
+            if new
+            else f"# No valid certificate for 443 in {comment(server.name)}'s store: bind a new self-signed one "
+            "for setup (clients will warn until a renewed CA-issued certificate is enabled)\n"
+            + _new_self_signed(server, "-Services IIS")
+            + "\niisreset"
+        )
+    return fixes

@@ -12,18 +12,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from ..collect.probe import normalize_thumbprint
 from ..facts import ServerProbe, StoreCertificate, Unavailable
+from .memo import IdentityCache
 from .verdict import FactUnavailable
-
-T = TypeVar("T")
 
 
 class CertificateError(ValueError):
@@ -105,10 +102,6 @@ class CertificateInfo:
     not_before: datetime
     not_after: datetime
     self_signed: bool
-    key_type: str
-    key_size: int | None
-    signature_hash: str | None
-    serial_number: str
 
     @property
     def reference_names(self) -> tuple[str, ...]:
@@ -162,32 +155,6 @@ class CertificateInfo:
         )
 
 
-def _key(certificate: x509.Certificate) -> tuple[str, int | None]:
-    try:
-        key = certificate.public_key()
-    except (UnsupportedAlgorithm, ValueError):
-        return "unknown", None
-    if isinstance(key, rsa.RSAPublicKey):
-        return "RSA", key.key_size
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return f"EC {key.curve.name}", key.curve.key_size
-    if isinstance(key, dsa.DSAPublicKey):
-        return "DSA", key.key_size
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "Ed25519", 256
-    if isinstance(key, ed448.Ed448PublicKey):
-        return "Ed448", 456
-    return type(key).__name__, None
-
-
-def _signature_hash(certificate: x509.Certificate) -> str | None:
-    try:
-        algorithm = certificate.signature_hash_algorithm
-    except UnsupportedAlgorithm:
-        return certificate.signature_algorithm_oid.dotted_string
-    return algorithm.name if algorithm is not None else None  # None: Ed25519/Ed448 sign without a separate hash
-
-
 def _self_signed(certificate: x509.Certificate) -> bool:
     # Issuer == subject alone is only a claim; the signature must also verify with the certificate's own key.
     try:
@@ -212,7 +179,6 @@ def certificate_info(der: bytes) -> CertificateInfo:
         except x509.ExtensionNotFound:
             dns_names = ()
         common_names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        key_type, key_size = _key(certificate)
         return CertificateInfo(
             thumbprint=thumbprint_of(der),
             subject=certificate.subject.rfc4514_string(),
@@ -223,10 +189,6 @@ def certificate_info(der: bytes) -> CertificateInfo:
             not_before=certificate.not_valid_before_utc,
             not_after=certificate.not_valid_after_utc,
             self_signed=_self_signed(certificate),
-            key_type=key_type,
-            key_size=key_size,
-            signature_hash=_signature_hash(certificate),
-            serial_number=format(certificate.serial_number, "X"),
         )
     except ValueError as exc:  # cryptography reports malformed DER and extensions as ValueError
         raise CertificateError(f"not a parseable certificate ({len(der)} bytes): {exc}") from exc
@@ -235,12 +197,24 @@ def certificate_info(der: bytes) -> CertificateInfo:
 # --- facts: availability and store lookups -----------------------------------------------------------
 
 
+def _thumbprint_index(probe: ServerProbe) -> dict[str, StoreCertificate]:
+    index: dict[str, StoreCertificate] = {}
+    for cert in probe.certificates:
+        index.setdefault(thumbprint_of(cert.der), cert)  # the first, as a scan of the store would find
+    return index
+
+
+# Thumbprint -> store entry, per probe: each store is hashed once, however many judges and servers look into it
+# (AUTH-02 and AUTH-04 look into every server's store for every server).
+_store_index: IdentityCache[ServerProbe, dict[str, StoreCertificate]] = IdentityCache(_thumbprint_index)
+
+
 def find_in_store(probe: ServerProbe, thumbprint: str | None) -> StoreCertificate | None:
     """The store entry whose DER hashes to `thumbprint` (compared case- and space-insensitively)."""
     wanted = normalize_thumbprint(thumbprint)
     if wanted is None:
         return None
-    return next((cert for cert in probe.certificates if thumbprint_of(cert.der) == wanted), None)
+    return _store_index(probe).get(wanted)
 
 
 def store_info(certificate: StoreCertificate, server: str) -> CertificateInfo:
@@ -254,7 +228,8 @@ def store_info(certificate: StoreCertificate, server: str) -> CertificateInfo:
 def servers_holding(
     probes: Iterable[tuple[str, ServerProbe | Unavailable]], thumbprint: str
 ) -> tuple[list[str], list[str], list[str]]:
-    """For one thumbprint over many servers: (with private key, without private key, not probed)."""
+    """For one thumbprint over many servers: (with private key, without private key, not probed), each sorted by
+    name."""
     with_key: list[str] = []
     without_key: list[str] = []
     unknown: list[str] = []
@@ -265,4 +240,8 @@ def servers_holding(
         found = find_in_store(probe, thumbprint)
         if found is not None:
             (with_key if found.has_private_key else without_key).append(name)
-    return with_key, without_key, unknown
+    return _by_name(with_key), _by_name(without_key), _by_name(unknown)
+
+
+def _by_name(names: list[str]) -> list[str]:
+    return sorted(names, key=str.lower)

@@ -7,11 +7,9 @@ object an error (FactUnavailable naming the object), never a crash of the judge.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from itertools import pairwise
-
 from exchange_compliance.facts import Directory, ExchangeServer, Principal
 from exchange_compliance.judge.access import (
+    ARROW,
     NETWORK_LOGON_SIDS,
     AccessDecision,
     NoComputerAccount,
@@ -21,7 +19,6 @@ from exchange_compliance.judge.access import (
     covers_right,
     display_name,
     group_name,
-    is_primary_group_link,
     membership_chain,
     netbios_domain,
     principal_by_dn,
@@ -31,6 +28,7 @@ from exchange_compliance.judge.access import (
     transitive_groups,
     unresolved_groups,
 )
+from exchange_compliance.judge.denials import Denials, acl01_failure
 from exchange_compliance.judge.powershell import comment, quote
 from exchange_compliance.judge.security_descriptor import (
     CONTAINER_INHERIT_ACE,
@@ -43,12 +41,6 @@ from exchange_compliance.judge.verdict import FactUnavailable, Verdict
 
 TOKEN_SERIALIZATION = "ms-Exch-EPI-Token-Serialization"
 IMPERSONATION = "ms-Exch-EPI-Impersonation"
-ARROW = " \u2192 "
-# `server` is filled in quoted (powershell.quote); the where-filter is the suite's own text.
-SEED_000_CHECK = (
-    'Get-ADPermission -Identity {server} | where {{($_.ExtendedRights -like "ms-Exch-EPI-Token-Serialization") '
-    '-and ($_.Deny -like "True")}} | ft -autosize User,ExtendedRights'
-)
 
 
 # --- Lookups shared by the judges --------------------------------------------------------------------------------
@@ -100,13 +92,6 @@ def _unevaluated_note(server: ExchangeServer, decision: AccessDecision) -> list[
 # --- ACL-01 --------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Denial:
-    target: ExchangeServer
-    decision: AccessDecision
-    others: tuple[tuple[int, Ace], ...]  # every applicable deny on the object, the deciding one included
-
-
 def token_serialization_not_denied(directory: Directory, caller: ExchangeServer) -> Verdict:
     """ACL-01: no deny in effect keeps the caller's computer account from ms-Exch-EPI-Token-Serialization on any
     Exchange server object (the back end checks its own object against the calling front end's token)."""
@@ -118,7 +103,7 @@ def token_serialization_not_denied(directory: Directory, caller: ExchangeServer)
         raise FactUnavailable(f"{err}: cannot build the token {caller.name} presents to other servers") from None
     cn, guid = right_guid(directory, TOKEN_SERIALIZATION)
     token = principal_token(directory, account)
-    denials: list[_Denial] = []
+    found = Denials()
     unreadable: list[str] = []
     notes: list[str] = []
     for target in directory.servers:
@@ -130,8 +115,7 @@ def token_serialization_not_denied(directory: Directory, caller: ExchangeServer)
         decision = check_right(descriptor, token, guid)
         notes += _unevaluated_note(target, decision)
         if decision.outcome == "denied":
-            denies = tuple((i, a) for i, a in applicable_aces(descriptor, token, guid) if a.ace_type.kind == "deny")
-            denials.append(_Denial(target, decision, denies))
+            found.add(target, decision, applicable_aces(descriptor, token, guid))
         elif decision.outcome == "not_granted":
             notes.append(f"{target.name}: not granted either ({decision.reason}; see ACL-02)")
     unresolved = unresolved_groups(directory, account)
@@ -141,134 +125,12 @@ def token_serialization_not_denied(directory: Directory, caller: ExchangeServer)
             + "; ".join(unresolved)
         )
     who = display_name(account)
-    if not denials:
+    if not found.count:
         if unreadable:
             raise FactUnavailable(f"ACL-01 for {who} cannot be judged on: " + "; ".join(unreadable))
         evidence = f"{who} is not denied {cn} on any of the {len(directory.servers)} Exchange server objects."
         return Verdict.passed("\n".join([evidence, *notes]), account=who, right=cn, notes=notes)
-    return _acl01_failure(directory, caller, account, cn, denials, unreadable, notes)
-
-
-def _acl01_failure(
-    directory: Directory,
-    caller: ExchangeServer,
-    account: Principal,
-    cn: str,
-    denials: list[_Denial],
-    unreadable: list[str],
-    notes: list[str],
-) -> Verdict:
-    who = display_name(account)
-    lines = [
-        f"{who} is denied {cn} on {len(denials)} of {len(directory.servers)} Exchange server objects, so "
-        f"{caller.name} cannot proxy requests to them (seed 000):"
-    ]
-    records = []
-    groups: dict[tuple[str, str], list[_Denial]] = {}
-    for denial in denials:
-        ace = denial.decision.ace
-        assert ace is not None and ace.sid is not None  # a "denied" decision always names its ACE
-        groups.setdefault((ace.to_sddl(directory.domain_sid), ace.sid), []).append(denial)
-    for (sddl, sid), members in groups.items():
-        chain = [display_name(p) for p in membership_chain(directory, account.dn, sid)]
-        lines.append(f"- deny ACE {sddl} for {sid_name(directory, sid)} ({sid})")
-        lines.append(f"  membership: {ARROW.join(chain) if chain else _no_chain(directory, account, sid)}")
-        for denial in members:
-            index = denial.decision.index
-            lines.append(f"  on {denial.target.name} ({denial.target.dn}), ACE #{index}")
-            records.append(
-                {
-                    "object": denial.target.dn,
-                    "server": denial.target.name,
-                    "ace_index": index,
-                    "ace": sddl,
-                    "trustee": sid_name(directory, sid),
-                    "trustee_sid": sid,
-                    "chain": chain,
-                }
-            )
-    lines += [f"- could not be judged: {u}" for u in unreadable] + [f"- note: {n}" for n in notes]
-    fix = _acl01_fix(directory, caller, account, cn, denials)
-    return Verdict.failed("\n".join(lines), fix, account=who, right=cn, denied=records, unreadable=unreadable)
-
-
-def _no_chain(directory: Directory, account: Principal, sid: str) -> str:
-    if sid == account.sid:
-        return f"the ACE names {display_name(account)} itself"
-    return f"every network logon carries {sid_name(directory, sid)}"
-
-
-def _acl01_fix(
-    directory: Directory, caller: ExchangeServer, account: Principal, cn: str, denials: list[_Denial]
-) -> str:
-    """Cut each path into a denied group at its first link outside Exchange's own memberships.
-
-    Judgment: the computer's default memberships are Exchange Servers and Exchange Trusted Subsystem, and Exchange
-    nests its own groups inside its security-groups container (e.g. Exchange Trusted Subsystem in Exchange Windows
-    Permissions). The first link leaving those is the one someone added: for EX02$ -> Server Operators Team ->
-    Domain Admins that is EX02$ in Server Operators Team (removing it touches no one else); for seed 000's
-    EX02$ -> Exchange Trusted Subsystem -> Domain Admins it is Exchange Trusted Subsystem in Domain Admins (every
-    Exchange server was affected). A deny on a SID that is not reached through groups is removed as an ACE."""
-    exchange_dns = {
-        directory.well_known_groups.get(k, "").lower() for k in ("exchange_servers", "exchange_trusted_subsystem")
-    }
-    containers = {dn.split(",", 1)[-1] for dn in exchange_dns if dn}
-    commands: list[str] = []
-    membership_changed = False
-    for denial in denials:
-        for _, ace in denial.others:
-            assert ace.sid is not None
-            chain = membership_chain(directory, account.dn, ace.sid)
-            link = _first_foreign_link(chain, exchange_dns, containers, ace.sid)
-            if link is None:
-                commands.append(_remove_ace(directory, denial.target, ace, cn))
-                continue
-            member, group = link
-            membership_changed = True
-            who = display_name(member)
-            if is_primary_group_link(member, group):
-                # Remove-ADGroupMember cannot drop a primary group; make Domain Computers primary again.
-                commands.append(f'Add-ADGroupMember -Identity "Domain Computers" -Members {quote(who)}')
-                commands.append(f"Set-ADComputer -Identity {quote(who)} -Replace @{{primaryGroupID=515}}")
-            else:
-                commands.append(
-                    f"Remove-ADGroupMember -Identity {quote(group.name)} -Members {quote(who)} -Confirm:$false"
-                )
-    lines = list(dict.fromkeys(commands))  # each command once, in order
-    if membership_changed:
-        lines.append(f"# then restart {comment(caller.name)} so its computer token drops the group, and confirm:")
-        lines.append(
-            f"gpresult /scope computer /r    # on {comment(caller.name)}: no group named by the deny entries below"
-        )
-    else:
-        lines.append("# then confirm:")
-    lines.append(SEED_000_CHECK.format(server=quote(denials[0].target.name)))
-    return "\n".join(lines)
-
-
-def _first_foreign_link(
-    chain: list[Principal], exchange_dns: set[str], containers: set[str], trustee_sid: str
-) -> tuple[Principal, Principal] | None:
-    for member, group in pairwise(chain):
-        dn = group.dn.lower()
-        exchange_nesting = member.dn.lower().split(",", 1)[-1] in containers and dn.split(",", 1)[-1] in containers
-        if dn in exchange_dns or (exchange_nesting and group.sid != trustee_sid):
-            continue
-        return member, group
-    return None
-
-
-def _remove_ace(directory: Directory, target: ExchangeServer, ace: Ace, cn: str) -> str:
-    user = qualified_name(directory, ace.sid or "")
-    command = f"-User {quote(user)} -Deny -AccessRights ExtendedRight -ExtendedRights {quote(cn)}"
-    if not ace.inherited:
-        return f"Remove-ADPermission -Identity {quote(target.name)} {command}"
-    # Inherited: it has to go where it is set. The organization container is where setup writes its ACEs.
-    return (
-        f"# {comment(ace.to_sddl(directory.domain_sid))} on {comment(target.name)} is inherited; remove it where "
-        f"it is set, e.g. the organization container:\nRemove-ADPermission -Identity {quote(directory.org_dn)} "
-        f"{command} -InheritanceType All"
-    )
+    return acl01_failure(directory, caller, account, cn, found, unreadable, notes)
 
 
 # --- ACL-02 / ACL-03 -------------------------------------------------------------------------------------------

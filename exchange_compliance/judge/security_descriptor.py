@@ -10,8 +10,7 @@ from __future__ import annotations
 import struct
 import uuid
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
-from typing import Any
+from functools import lru_cache
 
 # Control flags (MS-DTYP 2.4.6).
 SE_OWNER_DEFAULTED = 0x0001
@@ -193,12 +192,6 @@ class SecurityDescriptor:
     def control_names(self) -> tuple[str, ...]:
         return tuple(name for bit, name in sorted(CONTROL_NAMES.items()) if self.control & bit)
 
-    @cached_property
-    def _access_cache(self) -> dict[str, Any]:
-        # Per-descriptor memo for access.py (compiled ACE lists per right). Not a field: excluded from eq/hash,
-        # and cached_property writes the instance __dict__ directly, which a frozen dataclass allows.
-        return {}
-
     def to_sddl(self, domain_sid: str | None = None) -> str:
         parts = []
         if self.owner:
@@ -252,6 +245,11 @@ def parse_descriptor(data: bytes, what: str = "security descriptor") -> Security
         return _parse_cached(bytes(data))
     except _Malformed as err:
         raise DescriptorError(what, str(err)) from None
+
+
+def clear_parse_cache() -> None:
+    """Forget the descriptors parsed so far (parse_descriptor keeps up to 4,096, by content)."""
+    _parse_cached.cache_clear()
 
 
 @lru_cache(maxsize=4096)

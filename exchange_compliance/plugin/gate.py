@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..catalog import SEVERITIES, catalog, severity_rank
+from ..catalog import catalog, severity_rank
 from ..facts import Version
 from .results import FAILING, is_warning, sort_key, where
 
@@ -89,12 +89,6 @@ def target_from_options(gate_mode: bool, text: str | None) -> Target | None:
 def _same_cu(build: str, version: Version) -> bool:
     major, minor, number = (int(part) for part in build.split(".")[:3])
     return (major, minor, number) == (version.major, version.minor, version.build)
-
-
-def check_severity(value: str) -> str:
-    if value not in SEVERITIES:
-        raise TargetError(f"--fail-on {value!r}: one of {', '.join(SEVERITIES)}")
-    return value
 
 
 def blocks(row: dict, fail_on: str, gate: bool) -> bool:

@@ -27,19 +27,52 @@ def stamps(report_dir: Path) -> list[str]:
     return sorted(found, reverse=True)
 
 
-def previous_run(report_dir: Path, org: str, before: str) -> dict | None:
-    """The newest judged run of `org` older than the stamp `before`, or None."""
+def previous_run(report_dir: Path, org: str, before: str, passed_over: list[str] | None = None) -> dict | None:
+    """The newest judged run of `org` older than the stamp `before`, or None.
+
+    A results file that cannot be compared with (cut short, not UTF-8, not a results document: a hand edit,
+    another tool's JSON) is passed over, not a traceback: a nightly run must not stop on yesterday's file.
+    `passed_over` gets a line naming each, for the run to say.
+    """
     for stamp in stamps(report_dir):
-        if stamp >= before:
+        path = report_dir / f"{stamp}.json"
+        if stamp >= before or not path.exists():  # an html or facts file without its json
             continue
         try:
-            document = json.loads((report_dir / f"{stamp}.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # an html or facts file without its json, or a file cut short: look further back
-        judged = document.get("verdict", {}).get("status") != "unreachable"
-        if document.get("schema") == SCHEMA and document.get("org") == org and judged:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            _note(passed_over, path, f"cannot read: {exc.strerror}")
+            continue
+        except UnicodeDecodeError:
+            _note(passed_over, path, "not UTF-8")
+            continue
+        except json.JSONDecodeError:
+            _note(passed_over, path, "not JSON (cut short?)")
+            continue
+        if not _results_document(document):
+            _note(passed_over, path, "not a results document of this suite")
+        elif document["org"] == org and document["verdict"]["status"] != "unreachable":
             return document
     return None
+
+
+def _note(passed_over: list[str] | None, path: Path, why: str) -> None:
+    if passed_over is not None:
+        passed_over.append(f"{path}: {why}: passed over for 'since last run'")
+
+
+def _results_document(document: object) -> bool:
+    """A results document in the shape compare() and the report read."""
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA or not isinstance(document.get("org"), str):
+        return False
+    verdict, rows = document.get("verdict"), document.get("rows")
+    return isinstance(verdict, dict) and isinstance(rows, list) and all(_row(r) for r in rows)
+
+
+def _row(row: object) -> bool:
+    if not isinstance(row, dict) or not isinstance(row.get("server"), str | None):
+        return False
+    return all(isinstance(row.get(name), str) for name in ("requirement", "outcome", "severity"))
 
 
 @dataclass(frozen=True)
@@ -76,7 +109,9 @@ def compare(previous: dict, rows: list[dict]) -> Changes:
     before = {key(r): r for r in previous.get("rows", [])}
     now = {key(r): r for r in rows}
     failing_before = {k for k, r in before.items() if r["outcome"] in FAILING}
-    new, still, resolved = [], [], []
+    new: list[dict] = []
+    still: list[dict] = []
+    resolved: list[dict] = []
     for k, row in now.items():
         if row["outcome"] in FAILING:
             (still if k in failing_before else new).append(row)

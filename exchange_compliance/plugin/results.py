@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ..catalog import catalog, severity_rank
-from ..facts import ExchangeServer, OrgFacts, Unavailable
+from ..facts import ExchangeServer, OrgFacts
 from ..judge.verdict import FactUnavailable, Verdict
 
 ROW_KEY = "exchange_compliance_row"
@@ -102,10 +102,6 @@ def sort_key(row: dict) -> tuple:
     )
 
 
-def unreachable_servers(org: OrgFacts) -> list[str]:
-    return sorted({u.server for u in (*org.probes.values(), *org.handshakes.values()) if isinstance(u, Unavailable)})
-
-
 def document(
     *,
     rows: list[dict],
@@ -126,7 +122,7 @@ def document(
         "collected_at": org.collected_at.isoformat(),
         "suite_version": suite_version,
         "servers": list(org.checked),
-        "unreachable": unreachable_servers(org),
+        "unreachable": list(org.unreachable()),
         "evidence": evidence,
         **run,
         "rows": sorted(rows, key=sort_key),

@@ -9,7 +9,10 @@ a usage or config error). pytest-html and junitxml write latest.html and latest.
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -30,6 +33,28 @@ from .summary import no_server_answered, terminal_lines
 EXIT_ORG_UNREACHABLE = 6
 WORKER_FACTS_KEY = "exchange_compliance_facts"
 WORKER_TODAY_KEY = "exchange_compliance_today"
+
+
+class ReportsError(Exception):
+    """The reports directory cannot be written: one line naming the path."""
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an OSError while writing reports into a ReportsError naming the file (or `path`) and why."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename2 or exc.filename or path  # copyfile names the destination second
+        raise ReportsError(f"{where}: cannot write the run's reports: {exc.strerror or exc}") from None
+
+
+def check_writable(folder: Path) -> None:
+    """Before anything is collected: a nightly run must not spend its minutes on facts it cannot write."""
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
 
 
 @dataclass(frozen=True)
@@ -76,12 +101,14 @@ class ComplianceRun:
         # Waivers expire by the calendar of whoever runs the suite; workers take the controller's day.
         self.today = date.today()
         self.facts: OrgFacts | None = None
+        self.display_name: str | None = None  # the org config's, when the facts are collected live
         self.evidence_path: Path | None = None
         self.results_path: Path | None = None
         self.previous: dict | None = None
         self.unreachable_reason: str | None = None
         self.rows: list[dict] = []
         self.broken: list[str] = []  # tests that failed without a requirement row: a bug in tests_env
+        self.write_error: str | None = None  # the reports could not be written at the end of the run
         self.is_controller = True
         self._clock = time.monotonic()
         self._outcome: Outcome | None = None
@@ -100,7 +127,9 @@ class ComplianceRun:
         if keep is not None and keep < 1:
             raise pytest.UsageError("--keep-reports: keep at least 1 run (the current one)")
         try:
-            name = config_path.stem if config_path is not None else snapshot.read(snapshot_path).org  # type: ignore[arg-type]
+            # The evidence file is read once, here: its org names the run, and the same facts are judged.
+            replayed = snapshot.read(snapshot_path) if snapshot_path is not None else None
+            name = config_path.stem if config_path is not None else replayed.org  # type: ignore[union-attr]
             target = gate.target_from_options(config.getoption("gate"), config.getoption("target_version"))
             orgs = config_path.parent if config_path is not None else config.rootpath / "orgs"
             waivers_path = waivers.locate(config.getoption("waivers"), orgs / f"{name}.waivers.toml")
@@ -114,7 +143,10 @@ class ComplianceRun:
                 waivers_path=waivers_path,
                 keep=keep,
             )
-        except (SnapshotError, ConfigError, gate.TargetError) as exc:
+            run.facts = replayed
+            if not worker:
+                check_writable(run.report_dir)
+        except (SnapshotError, ConfigError, gate.TargetError, ReportsError) as exc:
             raise pytest.UsageError(str(exc)) from None
         if worker:
             # An xdist worker judges the controller's evidence file; none when the org could not be reached.
@@ -131,27 +163,32 @@ class ComplianceRun:
         if not self.is_controller:
             if self.snapshot_path is None:
                 self.unreachable_reason = "the controller could not reach the org"
-            else:
+            elif self.facts is None:  # with --org-snapshot, the facts read in from_options are the evidence's
                 self.facts = snapshot.read(self.snapshot_path)
             return
-        self.previous = history.previous_run(self.report_dir, self.org_name, self.stamp)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        passed_over: list[str] = []
+        self.previous = history.previous_run(self.report_dir, self.org_name, self.stamp, passed_over)
+        if reporter is not None:
+            for line in passed_over:
+                reporter.write_line(f"exchange-compliance: {line}", yellow=True)
         try:
             self.facts = self._load_facts(session.config)
-        except (ConfigError, SnapshotError) as exc:
+        except (ConfigError, SnapshotError, ReportsError) as exc:
             raise pytest.UsageError(str(exc)) from None
         except (DirectoryUnreachable, DirectoryError) as exc:
             # Not pytest.exit: the session goes on with no test, so the report and latest.json say why, and
             # yesterday's report is not left looking like today's.
             self.unreachable_reason = str(exc)
-            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
             if reporter is not None:
                 reporter.write_line(f"exchange-compliance: the org could not be checked: {exc}", red=True)
 
     def _load_facts(self, config: pytest.Config) -> OrgFacts:
-        if self.snapshot_path is not None:
-            facts = snapshot.read(self.snapshot_path)
+        if self.facts is not None:
+            facts = self.facts  # --org-snapshot, read in from_options
         else:
             org_config = load_org_config(self.config_path, self.org_name)  # type: ignore[arg-type]
+            self.display_name = org_config.display_name
             if self.keep is None:
                 self.keep = org_config.reports_keep
             reporter = config.pluginmanager.get_plugin("terminalreporter")
@@ -161,8 +198,9 @@ class ComplianceRun:
                     reporter.write_line(f"exchange-compliance: {message}")
 
             facts = collect_org(org_config, progress)
-        self.evidence_path = snapshot.write(facts, self.report_dir / f"{self.stamp}-facts.json")
-        shutil.copyfile(self.evidence_path, self.report_dir / "latest-facts.json")
+        with writing(self.report_dir):
+            self.evidence_path = snapshot.write(facts, self.report_dir / f"{self.stamp}-facts.json")
+            shutil.copyfile(self.evidence_path, self.report_dir / "latest-facts.json")
         return facts
 
     @pytest.hookimpl(optionalhook=True)
@@ -204,7 +242,15 @@ class ComplianceRun:
         if not self.is_controller:
             return
         outcome = self.finish()
-        self._write(outcome)
+        try:
+            with writing(self.report_dir):
+                self._write(outcome)
+        except ReportsError as exc:
+            # Said as the run's last line (pytest_unconfigure), not raised: out of this hook, pytest would print
+            # it as an INTERNALERROR traceback. Exit 4: the reports directory is the operator's to fix.
+            self.write_error = str(exc)
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
+            return
         if outcome.unreachable and session.exitstatus != pytest.ExitCode.INTERRUPTED:
             session.exitstatus = EXIT_ORG_UNREACHABLE
         elif session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
@@ -261,18 +307,25 @@ class ComplianceRun:
             terminalreporter.write_line(line)  # type: ignore[attr-defined]
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        if not self.is_controller or self.results_path is None:
+        if not self.is_controller or (self.results_path is None and self.write_error is None):
             return
         # pytest-html and junitxml write their files at session finish; keep timestamped copies beside them.
-        for option, suffix in (("htmlpath", ".html"), ("xmlpath", ".xml")):
-            written = Path(getattr(config.option, option, "") or "")
-            if written.is_file() and written.parent == self.report_dir:
-                shutil.copyfile(written, self.report_dir / f"{self.stamp}{suffix}")
+        try:
+            with writing(self.report_dir):
+                for option, suffix in (("htmlpath", ".html"), ("xmlpath", ".xml")):
+                    written = Path(getattr(config.option, option, "") or "")
+                    if self.write_error is None and written.is_file() and written.parent == self.report_dir:
+                        shutil.copyfile(written, self.report_dir / f"{self.stamp}{suffix}")
+        except ReportsError as exc:
+            self.write_error = str(exc)
         # The last line of the run, after pytest's own counts: what a change manager or a CI log reader needs.
         reporter = config.pluginmanager.get_plugin("terminalreporter")
-        line = f"exchange-compliance: {self.finish().line}"
+        if self.write_error is not None:
+            line, markup = f"exchange-compliance: ERROR: {self.write_error}", {"red": True}
+        else:
+            line, markup = f"exchange-compliance: {self.finish().line}", {"bold": True}
         if reporter is not None:
-            reporter.write_line(line, bold=True)
+            reporter.write_line(line, **markup)
         else:
             print(line)
 
@@ -287,7 +340,7 @@ class ComplianceRun:
         return f"{self.org_name}: " + ", ".join(parts or ["not checked" if self.unreachable_reason else "no rows"])
 
     def unreachable_servers(self) -> list[str]:
-        return results.unreachable_servers(self.facts) if self.facts is not None else []
+        return list(self.facts.unreachable()) if self.facts is not None else []
 
 
 RUN = pytest.StashKey[ComplianceRun]()

@@ -15,7 +15,7 @@ import pytest
 
 from .. import __version__
 from ..catalog import catalog, severity_rank
-from ..facts import OrgFacts, ServerProbe, Unavailable
+from ..facts import OrgFacts, ServerProbe
 from .history import Changes
 from .results import FAILING, OUTCOMES, is_warning, where
 from .waivers import WaiverStatus
@@ -50,14 +50,19 @@ def run_facts(run: ComplianceRun) -> list[tuple[str, str]]:
     lines = [("Run", f"started {run.started:%Y-%m-%d %H:%M:%S} UTC, took {outcome.duration:.1f} s")]
     if run.target is not None:
         lines.insert(0, ("CU gate", f"target {run.target.label}; gate requirements block at any severity"))
+    # The org config's display_name heads the report when the facts were collected live; a replayed evidence
+    # file carries no config, so it is named by the org alone.
+    display = run.display_name if run.display_name not in (None, run.org_name) else None
     if run.facts is None:
-        return [("Org", run.org_name), *lines, ("Not checked", run.unreachable_reason or "")]
+        org = f"{display} ({run.org_name})" if display else run.org_name
+        return [("Org", org), *lines, ("Not checked", run.unreachable_reason or "")]
     facts = run.facts
     source = f"from {run.snapshot_path}" if run.snapshot_path else "live"
     servers = list(facts.checked)
     named = ", ".join(servers[:20]) + (f" and {len(servers) - 20} more" if len(servers) > 20 else "")
+    exchange_org = f"Exchange organization {facts.directory.org_name}"
     return [
-        ("Org", f"{run.org_name} (Exchange organization {facts.directory.org_name})"),
+        ("Org", f"{display} ({run.org_name}, {exchange_org})" if display else f"{run.org_name} ({exchange_org})"),
         *lines,
         ("Facts", f"{source}, collected {when(facts.collected_at.isoformat())}"),
         ("Servers checked", f"{len(servers)}: {named}" if servers else "none"),
@@ -68,11 +73,9 @@ def run_facts(run: ComplianceRun) -> list[tuple[str, str]]:
 
 def unreachable_text(facts: OrgFacts) -> str:
     """EX05 (winrm: connection refused, tls: ...); ...: each unreachable server and why."""
-    reasons: dict[str, list[str]] = {}
-    for fact in (*facts.probes.values(), *facts.handshakes.values()):
-        if isinstance(fact, Unavailable):
-            reasons.setdefault(fact.server, []).append(f"{fact.source}: {fact.reason}")
-    return "; ".join(f"{server} ({', '.join(why)})" for server, why in sorted(reasons.items()))
+    return "; ".join(
+        f"{server} ({', '.join(f'{u.source}: {u.reason}' for u in why)})" for server, why in facts.unreachable().items()
+    )
 
 
 def no_server_answered(facts: OrgFacts) -> str | None:

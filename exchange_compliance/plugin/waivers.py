@@ -14,13 +14,12 @@ config (config._Section): a typo in a nightly job's waivers must stop the run, n
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
 from ..catalog import catalog
-from ..config import ConfigError, _Section
+from ..config import ConfigError, _Section, read_toml
 from .results import FAILING, key, where
 
 ALL = "all"
@@ -69,13 +68,7 @@ def locate(given: str | None, default: Path) -> Path | None:
 
 def load(path: Path) -> tuple[Waiver, ...]:
     """Every waiver in the file; ConfigError naming the file and the entry when anything is wrong."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    root = _Section(data, path, "")
+    root = _Section(read_toml(path), path, "")
     entries = root.get("waiver", list, [], what="[[waiver]] tables")
     root.finish()
     waivers: list[Waiver] = []
