@@ -3,7 +3,6 @@ grow with the number of servers (one filtered search per kind of object, not one
 
 from __future__ import annotations
 
-import re
 import ssl
 import warnings
 from collections.abc import Callable, Iterable
@@ -289,7 +288,7 @@ class DirectoryReader:
         directories = []
         for entry in entries:
             # CN=EWS (Default Web Site),CN=HTTP,CN=Protocols,CN=<server>,CN=Servers,...
-            parts = _split_dn(entry["dn"])
+            parts = values.split_dn(entry["dn"])
             server = values.rdn_value(parts[3]) if len(parts) > 3 else ""
             directories.append(
                 VirtualDirectory(
@@ -302,10 +301,6 @@ class DirectoryReader:
                 )
             )
         return tuple(sorted(directories, key=lambda d: (d.server.lower(), d.name)))
-
-
-def _split_dn(dn: str) -> list[str]:
-    return re.split(r"(?<!\\),", dn)
 
 
 def _sid_filter(sid: str) -> str:
