@@ -12,13 +12,14 @@ import ssl
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from lab_org import release_shared_lab
 
-from exchange_compliance.lab import directory
+from exchange_compliance.lab import control, directory, prerequisites
 from exchange_compliance.lab.layout import DC_ADDRESS, DC_HOST, DOMAIN, LabLayout
 from exchange_compliance.lab.populate import (
     CONFIG_DN,
@@ -105,9 +106,31 @@ def test_plan_auth_variants():
 
 
 def test_missing_samba_names_the_packages(monkeypatch):
-    monkeypatch.setattr(directory.shutil, "which", lambda _name: None)
-    with pytest.raises(directory.DirectoryError, match="apt-get install samba-ad-dc samba krb5-user winbind"):
+    monkeypatch.setattr(prerequisites.shutil, "which", lambda _name: None)
+    with pytest.raises(directory.DirectoryError) as raised:
         directory._check_prerequisites()
+    lines = str(raised.value).splitlines()
+    assert "samba (the AD DC daemon) is missing: apt-get install samba" in lines
+    assert "samba-tool is missing: apt-get install samba-common-bin" in lines
+    assert all(line.count("apt-get install") == 1 for line in lines)
+
+
+def test_missing_provisioning_files_stop_lab_up_before_anything_starts(monkeypatch, tmp_path):
+    """samba-ad-dc without its recommended samba-ad-provision: named at once, nothing started or written."""
+    monkeypatch.setattr(prerequisites, "PROVISION_SCHEMA", tmp_path / "absent.ldf")
+    monkeypatch.setattr(
+        prerequisites,
+        "PREREQUISITES",
+        tuple(
+            replace(p, present=(tmp_path / "absent.ldf").exists) if p.package == "samba-ad-provision" else p
+            for p in prerequisites.PREREQUISITES
+        ),
+    )
+    with pytest.raises(control.LabError) as raised:
+        control.up(tmp_path / "lab", scenario_name="healthy", say=lambda _message: None)
+    assert str(raised.value).endswith("is missing: apt-get install samba-ad-provision")
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "lab").exists()
 
 
 def test_busy_ldaps_port_is_reported(monkeypatch):

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from . import prerequisites
 from .layout import AUDIT_ACCOUNT, DC_ADDRESS, DC_HOST, DOMAIN, NETBIOS_DOMAIN, LabLayout, server_address
 from .scenario import Scenario, ScenarioError, generated_servers, load_scenario
 
@@ -99,6 +100,10 @@ def up(
     from .directory import AuthValues, DirectoryError, start_directory
     from .servers import write_server_state
 
+    # Before anything starts: a missing package is one line naming it, not a Samba traceback from halfway.
+    absent = prerequisites.missing(("lab",))
+    if absent:
+        raise LabError("\n".join(prerequisites.line(p) for p in absent))
     scenario = _scenario(scenario_name, scenario_file, servers)
     layout = LabLayout(root)
     if layout.state_file.exists():

@@ -28,17 +28,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from exchange_compliance.lab import dc_tls
+from exchange_compliance.lab import dc_tls, prerequisites
 from exchange_compliance.lab.layout import DC_ADDRESS, DC_HOST, DOMAIN, NETBIOS_DOMAIN, LabLayout
 from exchange_compliance.lab.populate import DOMAIN_DN, Dns, build_plan
+from exchange_compliance.lab.prerequisites import SYSTEM_PYTHON
 from exchange_compliance.lab.scenario import Scenario
 
 FORMAT = 1  # bump when what the cache holds, or how it is built (here or in the worker's schema step), changes
 LDAPS_PORT = 636
 SCHEMA_LDIF = Path(__file__).with_name("exchange_schema.ldif")
 WORKER = Path(__file__).with_name("_samba_worker.py")
-SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python3-samba lives there, not in the project's python
-APT_PACKAGES = "samba-ad-dc samba krb5-user winbind"
 START_TIMEOUT = 60.0
 
 
@@ -70,17 +69,9 @@ class AuthValues:
 
 
 def _check_prerequisites() -> None:
-    missing = [tool for tool in ("samba", "samba-tool") if shutil.which(tool) is None]
-    if missing or not Path(SYSTEM_PYTHON).exists():
-        raise DirectoryError(
-            f"Samba is not installed ({', '.join(missing) or SYSTEM_PYTHON} not found): apt-get install {APT_PACKAGES}"
-        )
-    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import samba.samdb"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        raise DirectoryError(
-            f"{SYSTEM_PYTHON} cannot import Samba's python bindings ({_last_lines(probe.stderr, 1)}): "
-            f"apt-get install {APT_PACKAGES}"
-        )
+    absent = prerequisites.missing(("lab",))
+    if absent:
+        raise DirectoryError("\n".join(prerequisites.line(p) for p in absent))
     if os.geteuid() != 0:
         raise DirectoryError("the lab DC needs root: samba binds ports 88, 389 and 636")
 
