@@ -49,7 +49,8 @@ def _glob(pattern: str) -> Callable[[], bool]:
 PREREQUISITES = (
     Prerequisite("samba (the AD DC daemon)", "samba", "lab", _program("samba")),
     Prerequisite("samba-tool", "samba-common-bin", "lab", _program("samba-tool")),
-    Prerequisite(f"Samba's provisioning files ({PROVISION_SCHEMA})", "samba-ad-provision", "lab", PROVISION_SCHEMA.exists),
+    Prerequisite(f"Samba's provisioning files ({PROVISION_SCHEMA})", "samba-ad-provision", "lab",
+                 lambda: PROVISION_SCHEMA.exists()),
     Prerequisite(f"Samba's directory modules ({DSDB_MODULES})", "samba-dsdb-modules", "lab", _glob(DSDB_MODULES)),
     Prerequisite(f"Samba's python bindings ({SYSTEM_PYTHON} -c 'import samba.samdb')", "python3-samba", "lab",
                  _imports(SYSTEM_PYTHON, "samba.samdb")),
