@@ -134,6 +134,9 @@ class Directory:
     domain_sid: str | None = None
     # nETBIOSName of the domain's crossRef in CN=Partitions: the DOMAIN of DOMAIN\name in fixes
     netbios_domain: str | None = None
+    # the [directory] server that was read, and each one passed over before it: "dc01.contoso.com:636: why"
+    domain_controller: str | None = None
+    skipped_controllers: tuple[str, ...] = ()
 
     def server(self, name: str) -> ExchangeServer:
         for server in self.servers:

@@ -23,6 +23,7 @@ import pytest
 from conftest import CREDENTIALS
 from exchange_compliance import collect
 from exchange_compliance.collect import winrm
+from exchange_compliance.collect.ldap import Bound
 from exchange_compliance.config import load_org_config
 from exchange_compliance.facts import Handshake, ServerProbe, Unavailable
 
@@ -168,6 +169,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import factories
 from exchange_compliance import collect
+from exchange_compliance.collect.ldap import Bound
 from exchange_compliance.config import load_org_config
 
 names = sys.argv[3].split(",")
@@ -189,7 +191,7 @@ class Connection:
         pass
 
 
-collect.open_connection = lambda config, credentials: Connection()
+collect.open_connection = lambda config, credentials: Bound(Connection(), "127.0.0.1")
 collect.DirectoryReader = Reader
 facts = collect.collect_org(load_org_config(sys.argv[2]))
 print(json.dumps({name: getattr(fact, "reason", "probed") for name, fact in facts.probes.items()}), flush=True)
@@ -216,7 +218,7 @@ def stub_directory(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
 
     directory = factories.directory(tuple(factories.server(name) for name in names))
     connection = type("Connection", (), {"usage": None, "unbind": lambda self: None})
-    monkeypatch.setattr(collect, "open_connection", lambda config, credentials: connection())
+    monkeypatch.setattr(collect, "open_connection", lambda config, credentials: Bound(connection(), "127.0.0.1"))
     monkeypatch.setattr(collect, "DirectoryReader", lambda *args: type("R", (), {"read": lambda self: directory})())
 
 
@@ -384,6 +386,7 @@ def test_a_directory_broken_off_mid_read_is_exit_6_with_one_line(suite, pytester
         broken_dc="""
         from ldap3.core.exceptions import LDAPSocketReceiveError
         from exchange_compliance import collect
+        from exchange_compliance.collect.ldap import Bound
 
         class Connection:
             usage = None
@@ -398,7 +401,7 @@ def test_a_directory_broken_off_mid_read_is_exit_6_with_one_line(suite, pytester
             def unbind(self):
                 raise LDAPSocketReceiveError("connection closed")  # ldap3 after a socket error
 
-        collect.open_connection = lambda config, credentials: Connection()
+        collect.open_connection = lambda config, credentials: Bound(Connection(), "127.0.0.1")
         """
     )
     from conftest import live_org
@@ -406,5 +409,6 @@ def test_a_directory_broken_off_mid_read_is_exit_6_with_one_line(suite, pytester
     run = suite(None, "-p", "broken_dc", "--org", str(live_org(pytester.path)), env=CREDENTIALS)
     output = run.stdout + run.stderr
     assert run.ret == 6, output
-    assert "the org could not be checked: search of the rootDSE failed: error receiving data: timed out" in output
+    reason = "127.0.0.1: search of the rootDSE failed: error receiving data: timed out"
+    assert f"the org could not be checked: {reason}" in output
     assert "Traceback" not in output and "INTERNALERROR" not in output

@@ -149,7 +149,7 @@ def test_ldap_round_trips_do_not_grow_with_the_number_of_servers():
     def searches(count: int) -> int:
         lab_up("healthy", servers=count)
         config = load_org_config(REPO / "orgs" / "lab.toml")
-        connection = open_connection(config, config.directory_credentials())
+        connection = open_connection(config, config.directory_credentials()).connection
         try:
             directory = DirectoryReader(connection).read()
             assert len(directory.servers) == count

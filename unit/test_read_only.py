@@ -23,7 +23,7 @@ def config():
 def highest_committed_usn() -> int:
     """Every write to the directory, by anyone, raises the DC's highestCommittedUSN."""
     lab_config = config()
-    connection = open_connection(lab_config, lab_config.directory_credentials())
+    connection = open_connection(lab_config, lab_config.directory_credentials()).connection
     try:
         connection.search("", "(objectClass=*)", ldap3.BASE, attributes=["highestCommittedUSN"])
         return int(connection.response[0]["raw_attributes"]["highestCommittedUSN"][0])
@@ -50,7 +50,7 @@ def test_a_whole_run_changes_nothing_in_the_directory_and_runs_only_the_probe(tm
 def test_the_directory_connection_refuses_writes():
     lab_up("seeds")
     lab_config = config()
-    connection = open_connection(lab_config, lab_config.directory_credentials())
+    connection = open_connection(lab_config, lab_config.directory_credentials()).connection
     try:
         with pytest.raises(LDAPConnectionIsReadOnlyError):
             connection.modify(

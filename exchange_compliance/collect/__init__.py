@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-
-import ldap3
-from ldap3.core.exceptions import LDAPException
 
 from ..config import Credentials, OrgConfig
 from ..facts import ExchangeServer, Handshake, OrgFacts, ServerProbe, Unavailable
-from .ldap import DirectoryReader, open_connection
+from .ldap import DirectoryError, DirectoryReader, close, one_line, open_connection
 from .tls import BACKEND_PORT, HandshakeFailed, fetch_certificate
 from .winrm import ProbeFailed, check_transport, run_probe, timed_out
 
@@ -49,16 +45,21 @@ def collect_org(config: OrgConfig, progress: Progress = lambda _message: None) -
     winrm_credentials = config.winrm_credentials()
     check_transport(config)
     started = time.monotonic()
-    connection = open_connection(config, directory_credentials)
+    bound = open_connection(config, directory_credentials)
     try:
-        directory = DirectoryReader(connection, config.directory.base_dn).read()
-        searches = connection.usage.search_operations if connection.usage else None
+        directory = DirectoryReader(bound.connection, config.directory.base_dn).read()
+        searches = bound.connection.usage.search_operations if bound.connection.usage else None
+    except DirectoryError as exc:
+        # Which DC broke off or referred matters once there are several; the DC's words never carry the password.
+        raise DirectoryError(f"{bound.controller}: {one_line(str(exc), directory_credentials.password)}") from None
     finally:
-        close(connection)
+        close(bound.connection)
+    directory = replace(directory, domain_controller=bound.controller, skipped_controllers=bound.skipped)
     checked = select_servers(directory.servers, config)
+    skipped = f" ({'; '.join(bound.skipped)} skipped)" if bound.skipped else ""
     progress(
-        f"directory: org {directory.org_name!r}, {len(directory.servers)} servers, {searches} LDAP searches "
-        f"in {time.monotonic() - started:.1f}s; probing {len(checked)} servers"
+        f"directory: {bound.controller}{skipped}: org {directory.org_name!r}, {len(directory.servers)} servers, "
+        f"{searches} LDAP searches in {time.monotonic() - started:.1f}s; probing {len(checked)} servers"
     )
     started = time.monotonic()
     probes, handshakes = collect_servers(checked, config, winrm_credentials)
@@ -160,10 +161,3 @@ def describe(exc: BaseException) -> str:
     """`<Type>: <message>`, one line: what an unexpected error says about one server."""
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0][:300] if lines else '(no message)'}"
-
-
-def close(connection: ldap3.Connection) -> None:
-    # After a socket error ldap3 has already closed the connection and may raise again on unbind; the error
-    # that matters is the one the read raised.
-    with contextlib.suppress(LDAPException, OSError):
-        connection.unbind()

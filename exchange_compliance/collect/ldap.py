@@ -3,14 +3,18 @@ grow with the number of servers (one filtered search per kind of object, not one
 
 from __future__ import annotations
 
+import contextlib
+import re
 import ssl
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import ldap3
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import LDAPCertificateError, LDAPException, LDAPStartTLSError
 from ldap3.protocol.microsoft import security_descriptor_control
 from ldap3.utils.conv import escape_filter_chars
 
@@ -43,63 +47,198 @@ class DirectoryUnreachable(Exception):
 
 class DirectoryError(Exception):
     """The directory answered but cannot be read as an Exchange org: no org container, a search broken off (a
-    receive timeout, a reset connection), a value that cannot be decoded. The message names where and why."""
+    receive timeout, a reset connection), a referral, a value that cannot be decoded. The message names where
+    and why."""
 
 
-def open_connection(config: OrgConfig, credentials: Credentials) -> ldap3.Connection:
-    """Bind to the first domain controller that answers. The connection refuses writes (read_only)."""
+# What an admin does about a referral: the suite never follows one (ldap3 would bind again, with the same
+# password, to whatever host the referral names, over plain LDAP or TLS it does not check).
+REFERRAL_ADVICE = "point [directory] base_dn at a naming context this DC holds, or use the global catalog (port 3269)"
+# AD's invalidCredentials: the password is wrong for the domain (a DC checks a bad one with the PDC emulator),
+# so every further DC would only count another bad logon towards the account's lockout.
+INVALID_CREDENTIALS = 49
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A bound, read-only connection; the DC it is to, and each DC passed over before it, with why."""
+
+    connection: ldap3.Connection
+    controller: str
+    skipped: tuple[str, ...] = ()
+
+
+class _Skip(Exception):
+    """This DC cannot be used: the reason, one line. `final`: no other DC is tried either."""
+
+    def __init__(self, reason: str, final: bool = False) -> None:
+        super().__init__(reason)
+        self.final = final
+
+
+def open_connection(config: OrgConfig, credentials: Credentials) -> Bound:
+    """Bind to the first of `[directory] servers` that answers, over verified TLS; the connection refuses writes
+    (read_only), never follows a referral, and keeps no password once bound."""
     settings = config.directory
-    failures = []
-    for host in settings.servers:
-        tls = ldap3.Tls(
-            validate=ssl.CERT_REQUIRED,
-            version=ssl.PROTOCOL_TLS_CLIENT,
-            ca_certs_file=str(settings.ca_file) if settings.ca_file else None,
-            valid_names=[host],
-            sni=host,
-        )
-        server = ldap3.Server(
-            config.address_of(host),
-            port=settings.port,
-            use_ssl=settings.tls == "ldaps",
-            tls=tls,
-            get_info=ldap3.NONE,
-            connect_timeout=settings.timeout_seconds,
-        )
-        connection = ldap3.Connection(
-            server,
-            user=credentials.user,
-            password=credentials.password,
-            authentication=ldap3.SIMPLE,
-            read_only=True,
-            receive_timeout=max(1, round(settings.timeout_seconds)),  # ldap3 packs it as an int
-            raise_exceptions=False,
-            collect_usage=True,
-        )
+    skipped: list[str] = []
+    for number, host in enumerate(settings.servers):
         try:
-            with warnings.catch_warnings():
-                # ldap3 2.9 checks the name with ssl.match_hostname: deprecated, still exact; not the admin's concern.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                connection.open()
-                if settings.tls == "starttls" and not connection.start_tls():
-                    raise LDAPException(f"StartTLS refused: {connection.result.get('description')}")
-                if not connection.bind():
-                    raise LDAPException(f"bind as {credentials.user} refused: {connection.result.get('description')}")
-        except LDAPException as exc:
-            failures.append(f"{host}:{settings.port}: {_reason(exc)}")
-            connection.unbind()
+            connection = _bind(config, host, credentials)
+        except _Skip as skip:
+            skipped.append(f"{host}:{settings.port}: {one_line(str(skip), credentials.password)}")
+            if skip.final and number + 1 < len(settings.servers):
+                skipped.append(f"not tried: {', '.join(settings.servers[number + 1 :])}")
+                break
             continue
+        return Bound(connection, host, tuple(skipped))
+    # Raised here, outside any handler: no exception of ldap3's (and no frame of its bind) hangs on this one.
+    raise DirectoryUnreachable("no domain controller could be bound: " + "; ".join(skipped))
+
+
+def _bind(config: OrgConfig, host: str, credentials: Credentials) -> ldap3.Connection:
+    settings = config.directory
+    tls = ldap3.Tls(
+        validate=ssl.CERT_REQUIRED,
+        version=ssl.PROTOCOL_TLS_CLIENT,
+        ca_certs_file=str(settings.ca_file) if settings.ca_file else None,
+        valid_names=[host],
+        sni=host,
+    )
+    server = ldap3.Server(
+        config.address_of(host),
+        port=settings.port,
+        use_ssl=settings.tls == "ldaps",
+        tls=tls,
+        get_info=ldap3.NONE,
+        connect_timeout=settings.timeout_seconds,
+        allowed_referral_hosts=[],  # should anything turn auto_referrals back on: no host to follow a referral to
+    )
+    connection = ldap3.Connection(
+        server,
+        user=credentials.user,
+        authentication=ldap3.SIMPLE,
+        read_only=True,
+        auto_referrals=False,  # ldap3's default follows them, bind and paged search included
+        receive_timeout=max(1, round(settings.timeout_seconds)),  # ldap3 packs it as an int
+        raise_exceptions=False,
+        collect_usage=True,
+    )
+    step = "connection"
+    try:
+        with warnings.catch_warnings():
+            # ldap3 2.9 checks the name with ssl.match_hostname: deprecated, still exact; not the admin's concern.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            connection.open()
+            if settings.tls == "starttls":
+                step = "StartTLS"
+                _start_tls(connection)
+            if not isinstance(connection.socket, ssl.SSLSocket):
+                # Not expected of ldap3; if it ever were to happen, the password would go in clear.
+                raise _Skip("TLS is not established on the connection: the password is not sent")
+            step = "bind"
+            bound = _simple_bind(connection, credentials)
+        if not bound:
+            result = connection.result or {}
+            raise _Skip(
+                f"bind as {credentials.user} refused: {_result_text(result)}",
+                final=result.get("result") == INVALID_CREDENTIALS,
+            )
         return connection
-    raise DirectoryUnreachable("no domain controller could be bound: " + "; ".join(failures))
+    except _Skip:
+        close(connection)
+        raise
+    except Exception as exc:
+        # Whatever the DC sends is decoded by ldap3, which answers some malformed messages with KeyError or
+        # IndexError: every failure of one DC is that DC's reason, never a traceback (which, with `-l`, would
+        # show ldap3's bind frame and its BindRequest).
+        reason = _reason(exc, host, step)
+        close(connection)
+        raise _Skip(reason) from None
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
+def _start_tls(connection: ldap3.Connection) -> None:
+    try:
+        started = connection.start_tls()
+    except LDAPStartTLSError:
+        # ldap3 raises both when the DC refuses (a result code) and when the handshake after its yes fails.
+        if (connection.result or {}).get("result") in (0, None):
+            raise
+        started = False
+    if not started:
+        raise _Skip(f"StartTLS refused: {_result_text(connection.result)}")
+
+
+def _simple_bind(connection: ldap3.Connection, credentials: Credentials) -> bool:
+    """The password is on the connection only for the bind: ldap3 would keep it (in `password`, and the
+    BindRequest in `request`) for as long as the connection lives, and print it in the connection's repr."""
+    connection.password = credentials.password
+    try:
+        return bool(connection.bind())
+    except BaseException as exc:
+        # Whatever ends the bind (even Ctrl-C, which no handler turns into a reason) goes on without ldap3's
+        # frames below this one: their locals hold the BindRequest, and `pytest -l` would print them.
+        raise exc.with_traceback(None) from None
+    finally:
+        connection.password = None
+        connection.request = None
+
+
+def _result_text(result: dict | None) -> str:
+    result = result or {}
+    text = str(result.get("description") or result.get("result"))
+    if result.get("referrals"):
+        text += f" to {_hosts(result['referrals'])} (referrals are never followed)"
+    elif result.get("message"):
+        text += f" ({result['message']})"
+    return text
+
+
+def _hosts(urls: Iterable[str]) -> str:
+    """The hosts referral URLs name (ldap://dc03.child.contoso.com/DC=child,...): host[:port], or the URL."""
+    hosts = []
+    for url in list(urls)[:3]:
+        try:
+            hosts.append(urlsplit(str(url)).netloc or str(url))
+        except ValueError:
+            hosts.append(str(url))
+    return ", ".join(hosts)
+
+
+def _reason(exc: Exception, host: str, step: str) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    failed = "StartTLS failed: " if step == "StartTLS" else ""
+    if isinstance(exc, LDAPCertificateError) or "doesn't match any name" in text:
+        # ldap3's message holds the whole certificate as a dict; the name is what an admin needs.
+        return f"the certificate is not issued to {host}"
+    verify = re.search(r"certificate verify failed: ([^(']+)", text)
+    if verify:
+        return f"certificate verify failed: {verify.group(1).strip()} (is [directory] ca_file the CA that issued it?)"
+    handshake = re.search(r"\[SSL: \w+\] ([^(']+)", text)
+    if handshake:
+        return f"{failed}the TLS handshake failed: {handshake.group(1).strip()}"
     if "invalid server address" in text:
         # What ldap3 says when the name does not resolve.
         return "the name does not resolve (an audit host without the org's DNS can use [network] addresses)"
-    # ldap3 wraps socket errors in long reprs; the first part is what an admin needs.
-    return text.split(" - ")[0][:300]
+    if not isinstance(exc, (LDAPException, OSError)):
+        return f"the answer to the {step} could not be read ({type(exc).__name__}: {text})"
+    # ldap3 wraps socket and TLS errors in long reprs, nested quotes and tuples; the first part is what matters.
+    return failed + text.split(" - ")[0].strip("()\"',")
+
+
+def one_line(text: str, secret: str | None = None) -> str:
+    """A DC's words for the terminal and the report: one line, control characters spelled out, at most 300
+    characters, and never `secret` (a DC could echo what it was sent)."""
+    if secret:
+        text = text.replace(secret, "[password]")
+    printable = "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in text)
+    return printable if len(printable) <= 300 else printable[:299] + "\u2026"
+
+
+def close(connection: ldap3.Connection) -> None:
+    """Unbind, saying nothing: after a socket error ldap3 has already closed the connection and may raise again,
+    and a DC that sent garbage can make it raise anything. The error that matters is the one already raised."""
+    with contextlib.suppress(Exception):
+        connection.unbind()
 
 
 class DirectoryReader:
@@ -124,17 +263,26 @@ class DirectoryReader:
                 paged_size=PAGE_SIZE,
                 generator=False,
             )
-        except (LDAPException, OSError) as exc:
+        except Exception as exc:
             # raise_exceptions=False covers LDAP result codes only: a receive timeout or a reset connection
-            # still raises (LDAPSocketReceiveError, LDAPSessionTerminatedByServerError, ...).
-            raise DirectoryError(f"search of {where} failed: {_reason(exc)}") from None
-        result = self.connection.result
-        if result and result.get("result") not in (0, None):
+            # still raises (LDAPSocketReceiveError, LDAPSessionTerminatedByServerError, ...), and so does ldap3
+            # decoding a malformed answer (KeyError, IndexError, ...).
+            raise DirectoryError(f"search of {where} failed: {_reason(exc, '', 'search')}") from None
+        result = self.connection.result or {}
+        entries = [entry for entry in response or [] if entry.get("type") == "searchResEntry"]
+        if result.get("result") == 10 or (scope == ldap3.BASE and not entries and _references(response)):
+            # A referral (result 10), or at the base only a continuation reference: the DC does not hold `base`.
+            urls = result.get("referrals") or _references(response)
+            raise DirectoryError(
+                f"search of {where} was referred to {_hosts(urls)}, a naming context this domain controller does "
+                f"not hold; referrals are never followed: {REFERRAL_ADVICE}"
+            )
+        if result.get("result") not in (0, None):
             if result.get("result") == 32:  # noSuchObject
                 return []
             raise DirectoryError(f"search of {where} failed: {result.get('description')} {result.get('message')}")
-        # AD and Samba return search references beside the entries.
-        return [entry for entry in response or [] if entry.get("type") == "searchResEntry"]
+        # AD and Samba return search references beside the entries (other naming contexts below a subtree).
+        return entries
 
     def read(self) -> Directory:
         root = self._search("", "(objectClass=*)", ldap3.BASE, ["configurationNamingContext", "defaultNamingContext"])
@@ -301,6 +449,11 @@ class DirectoryReader:
                 )
             )
         return tuple(sorted(directories, key=lambda d: (d.server.lower(), d.name)))
+
+
+def _references(response: list[dict] | None) -> list[str]:
+    references = [entry for entry in response or [] if entry.get("type") == "searchResRef"]
+    return [str(url) for entry in references for url in entry.get("uri") or []]
 
 
 def _sid_filter(sid: str) -> str:
