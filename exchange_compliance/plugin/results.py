@@ -121,6 +121,8 @@ def document(
         "duration_seconds": round(duration, 3),
         "collected_at": org.collected_at.isoformat(),
         "suite_version": suite_version,
+        "domain_controller": org.directory.domain_controller,
+        "skipped_controllers": list(org.directory.skipped_controllers),
         "servers": list(org.checked),
         "unreachable": list(org.unreachable()),
         "evidence": evidence,

@@ -65,10 +65,18 @@ def run_facts(run: ComplianceRun) -> list[tuple[str, str]]:
         ("Org", f"{display} ({run.org_name}, {exchange_org})" if display else f"{run.org_name} ({exchange_org})"),
         *lines,
         ("Facts", f"{source}, collected {when(facts.collected_at.isoformat())}"),
+        *([("Domain controller", controller_text(facts))] if facts.directory.domain_controller else []),
         ("Servers checked", f"{len(servers)}: {named}" if servers else "none"),
         ("Unreachable", unreachable_text(facts) or "none"),
         ("Suite", f"exchange-compliance {__version__}"),
     ]
+
+
+def controller_text(facts: OrgFacts) -> str:
+    """dc02.contoso.com (dc01.contoso.com:636 skipped: certificate verify failed: ...): the DC that was read."""
+    directory = facts.directory
+    skipped = "; ".join(entry.replace(": ", " skipped: ", 1) for entry in directory.skipped_controllers)
+    return f"{directory.domain_controller} ({skipped})" if skipped else str(directory.domain_controller)
 
 
 def unreachable_text(facts: OrgFacts) -> str:
