@@ -65,8 +65,10 @@ def make_cert(
     key: str = "leaf",
     ec_key: bool = False,
     serial: int | None = None,
+    ca: bool = False,
 ) -> bytes:
-    """DER of a certificate. Self-signed unless `issuer_cn` names a CA (signed with the "ca" key)."""
+    """DER of a certificate. Self-signed unless `issuer_cn` names a CA (signed with the "ca" key). `ca` marks
+    it as a CA (basicConstraints), as OpenSSL requires of a trust anchor that issues the certificates it checks."""
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn else [])
     issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_cn)]) if issuer_cn else subject
     private = ec.generate_private_key(ec.SECP256R1()) if ec_key else rsa_key(key)
@@ -82,6 +84,8 @@ def make_cert(
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), critical=False)
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
     return builder.sign(signing, hashes.SHA256()).public_bytes(Encoding.DER)
 
 

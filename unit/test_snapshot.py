@@ -1,5 +1,6 @@
 """Facts survive the evidence file: collect at a customer, judge later, replay a bug report."""
 
+import json
 import typing
 from datetime import UTC, datetime
 
@@ -45,6 +46,8 @@ def sample_facts() -> OrgFacts:
         auth_config=AuthConfig("CN=Auth Configuration", "AB", None, "CD", NOW, ("0:AB", "2:CD")),
         virtual_directories=(VirtualDirectory("CN=EWS", "EX01", "EWS (Default Web Site)", "x", "https://a", None),),
         domain_sid="S-1-5-21-1-2-3",
+        domain_controller="dc02.contoso.com",
+        skipped_controllers=("dc01.contoso.com:636: certificate verify failed: certificate has expired",),
     )
     probe = ServerProbe(
         computer_name="EX01",
@@ -69,6 +72,13 @@ def sample_facts() -> OrgFacts:
 def test_round_trip_is_exact(tmp_path):
     facts = sample_facts()
     assert snapshot.read(snapshot.write(facts, tmp_path / "facts.json")) == facts
+
+
+def test_evidence_from_before_the_dc_list_still_loads():
+    document = json.loads(snapshot.dumps(sample_facts()))
+    del document["facts"]["directory"]["domain_controller"], document["facts"]["directory"]["skipped_controllers"]
+    directory = snapshot.loads(json.dumps(document)).directory
+    assert directory.domain_controller is None and directory.skipped_controllers == ()
 
 
 def test_checked_servers_follow_the_directory_order():
