@@ -205,8 +205,12 @@ def _hosts(urls: Iterable[str]) -> str:
 
 
 def _reason(exc: Exception, host: str, step: str) -> str:
+    reason = _what_failed(exc, host, step)
+    return f"StartTLS failed: {reason}" if step == "StartTLS" else reason
+
+
+def _what_failed(exc: Exception, host: str, step: str) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
-    failed = "StartTLS failed: " if step == "StartTLS" else ""
     if isinstance(exc, LDAPCertificateError) or "doesn't match any name" in text:
         # ldap3's message holds the whole certificate as a dict; the name is what an admin needs.
         return f"the certificate is not issued to {host}"
@@ -215,14 +219,14 @@ def _reason(exc: Exception, host: str, step: str) -> str:
         return f"certificate verify failed: {verify.group(1).strip()} (is [directory] ca_file the CA that issued it?)"
     handshake = re.search(r"\[SSL: \w+\] ([^(']+)", text)
     if handshake:
-        return f"{failed}the TLS handshake failed: {handshake.group(1).strip()}"
+        return f"the TLS handshake failed: {handshake.group(1).strip()}"
     if "invalid server address" in text:
         # What ldap3 says when the name does not resolve.
         return "the name does not resolve (an audit host without the org's DNS can use [network] addresses)"
     if not isinstance(exc, (LDAPException, OSError)):
         return f"the answer to the {step} could not be read ({type(exc).__name__}: {text})"
     # ldap3 wraps socket and TLS errors in long reprs, nested quotes and tuples; the first part is what matters.
-    return failed + text.split(" - ")[0].strip("()\"',")
+    return text.split(" - ")[0].strip("()\"',")
 
 
 def one_line(text: str, secret: str | None = None) -> str:
