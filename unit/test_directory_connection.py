@@ -53,7 +53,8 @@ SECRETS = {
 # A traceback, were there one, with every frame's locals; and everything else the run can say.
 LOUD = ("-l", "--fulltrace", "-v", "-rA", "--log-level=DEBUG")
 DC1, DC2 = "dc01.lab.test", "dc02.lab.test"
-CHILD_DN = f"DC=child,{DOMAIN_DN}"
+# A base_dn in another domain, long enough that a line cut at 300 characters would lose the advice.
+CHILD_DN = f"OU=Servers,OU=Exchange,OU=Tier 1,DC=emea-research,DC=child,{DOMAIN_DN}"
 
 
 @pytest.fixture(scope="module")
@@ -264,6 +265,19 @@ def test_a_malformed_bind_response_is_one_line(run, tmp_path, certificates, resp
         status, output, _ = run(org_file(tmp_path, certificates, dc.port))
     assert status == 6, output
     assert not_checked(output) == f"no domain controller could be bound: {DC1}:{dc.port}: {reason}"
+
+
+def test_a_dc_echoing_the_password_and_terminal_escapes_is_shown_neither(run, tmp_path, certificates):
+    # What a DC says goes to the terminal, CI logs and the report: escapes spelled out, the password left out.
+    refused = bind_answered(result(0x61, 53, f"\x1b]0;owned\x07\x1b[2J{PASSWORD}\r\nexchange-compliance: PASS"))
+    with FakeDC(refused, tls=certificates.context(DC1)) as dc:
+        status, output, _ = run(org_file(tmp_path, certificates, dc.port))
+    assert status == 6, output
+    assert not_checked(output) == (
+        f"no domain controller could be bound: {DC1}:{dc.port}: bind as svc-audit@lab.test refused: "
+        "unwillingToPerform (\\x1b]0;owned\\x07\\x1b[2J[password]\\x0d\\x0aexchange-compliance: PASS)"
+    )
+    assert "\x1b" not in output
 
 
 def test_a_malformed_answer_in_the_middle_of_the_read_is_one_line(run, tmp_path, certificates):

@@ -51,7 +51,8 @@ def collect_org(config: OrgConfig, progress: Progress = lambda _message: None) -
         searches = bound.connection.usage.search_operations if bound.connection.usage else None
     except DirectoryError as exc:
         # Which DC broke off or referred matters once there are several; the DC's words never carry the password.
-        raise DirectoryError(f"{bound.controller}: {one_line(str(exc), directory_credentials.password)}") from None
+        reason = one_line(str(exc), directory_credentials.password, limit=1000)
+        raise DirectoryError(f"{bound.controller}: {reason}") from None
     finally:
         close(bound.connection)
     directory = replace(directory, domain_controller=bound.controller, skipped_controllers=bound.skipped)

@@ -201,7 +201,7 @@ def _hosts(urls: Iterable[str]) -> str:
             hosts.append(urlsplit(str(url)).netloc or str(url))
         except ValueError:
             hosts.append(str(url))
-    return ", ".join(hosts)
+    return ", ".join(hosts) or "no host it names"
 
 
 def _reason(exc: Exception, host: str, step: str) -> str:
@@ -229,13 +229,13 @@ def _what_failed(exc: Exception, host: str, step: str) -> str:
     return text.split(" - ")[0].strip("()\"',")
 
 
-def one_line(text: str, secret: str | None = None) -> str:
-    """A DC's words for the terminal and the report: one line, control characters spelled out, at most 300
+def one_line(text: str, secret: str | None = None, limit: int = 300) -> str:
+    """A DC's words for the terminal and the report: one line, control characters spelled out, at most `limit`
     characters, and never `secret` (a DC could echo what it was sent)."""
     if secret:
         text = text.replace(secret, "[password]")
     printable = "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in text)
-    return printable if len(printable) <= 300 else printable[:299] + "\u2026"
+    return printable if len(printable) <= limit else printable[: limit - 1] + "\u2026"
 
 
 def close(connection: ldap3.Connection) -> None:
