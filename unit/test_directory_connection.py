@@ -24,6 +24,7 @@ from fake_dc import (
     DOMAIN_DN,
     EXCHANGE_DN,
     SEARCH_DONE,
+    Answer,
     Certificates,
     FakeDC,
     Listener,
@@ -119,6 +120,17 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[
     return go
 
 
+def answered(operation: str, *responses: bytes, target: str | None = None) -> Answer:
+    """A healthy DC (org_answer) but for `operation` (at `target`, a search's base DN), answered with `responses`."""
+
+    def answer(request: Request) -> list[bytes] | Reply:
+        if request.operation == operation and target in (None, request.target):
+            return [message(request.id, response) for response in responses]
+        return org_answer(request)
+
+    return answer
+
+
 def not_checked(output: str) -> str:
     """The one line that says why the org could not be checked, asserted to be said once (and in the verdict)."""
     lines = [line for line in output.splitlines() if line.startswith("exchange-compliance: the org could not")]
@@ -146,12 +158,8 @@ def test_a_referral_is_never_followed_and_says_what_to_do(run, tmp_path, certifi
 
 
 def test_a_search_reference_where_an_entry_was_expected_is_a_referral(run, tmp_path, certificates, referred):
-    def answer(request: Request) -> list[bytes] | Reply:
-        if request.operation == "search" and request.target == EXCHANGE_DN:
-            url = f"ldap://127.0.0.1:{referred.port}/{EXCHANGE_DN}"
-            return [message(request.id, reference(url)), message(request.id, SEARCH_DONE)]
-        return org_answer(request)
-
+    url = f"ldap://127.0.0.1:{referred.port}/{EXCHANGE_DN}"
+    answer = answered("search", reference(url), SEARCH_DONE, target=EXCHANGE_DN)
     with FakeDC(answer, tls=certificates.context(DC1)) as dc:
         status, output, _ = run(org_file(tmp_path, certificates, dc.port))
     assert status == 6, output
@@ -160,11 +168,7 @@ def test_a_search_reference_where_an_entry_was_expected_is_a_referral(run, tmp_p
 
 
 def test_a_bind_answered_with_a_referral_sends_nothing_to_the_referred_host(run, tmp_path, certificates, referred):
-    def answer(request: Request) -> list[bytes] | Reply:
-        if request.operation == "bind":
-            return [message(request.id, result(0x61, 10, "", (f"ldap://127.0.0.1:{referred.port}/",)))]
-        return org_answer(request)
-
+    answer = answered("bind", result(0x61, 10, "", (f"ldap://127.0.0.1:{referred.port}/",)))
     with FakeDC(answer, tls=certificates.context(DC1)) as dc:
         status, output, _ = run(org_file(tmp_path, certificates, dc.port))
     assert status == 6, output
@@ -178,9 +182,7 @@ def test_a_bind_answered_with_a_referral_sends_nothing_to_the_referred_host(run,
 # --- every failure of a DC is one line ------------------------------------------------------------------------
 
 
-def start_tls_answered(
-    code: int, diagnostic: str = "", *, notice: bool = False, then: bytes | None = None
-) -> Callable[[Request], list[bytes] | Reply]:
+def start_tls_answered(code: int, diagnostic: str = "", *, notice: bool = False, then: bytes | None = None) -> Answer:
     """A DC that answers StartTLS with `code` (0: go ahead), followed by a notice of disconnection (an unsolicited
     message), or `then` in answer to whatever the client sends next (its TLS ClientHello)."""
 
@@ -244,11 +246,6 @@ def test_a_certificate_that_must_not_be_trusted_gets_no_password(run, tmp_path, 
     assert "bind" not in dc.seen
 
 
-def bind_answered(response: bytes) -> Callable[[Request], list[bytes] | Reply]:
-    """A DC that answers the bind with `response` (a BindResponse, or what passes for one)."""
-    return lambda request: [message(request.id, response)] if request.operation == "bind" else org_answer(request)
-
-
 @pytest.mark.parametrize(
     ("response", "reason"),
     [
@@ -261,7 +258,7 @@ def bind_answered(response: bytes) -> Callable[[Request], list[bytes] | Reply]:
     ids=["no matchedDN (IndexError)", "unknown result code (KeyError)"],
 )
 def test_a_malformed_bind_response_is_one_line(run, tmp_path, certificates, response, reason):
-    with FakeDC(bind_answered(response), tls=certificates.context(DC1)) as dc:
+    with FakeDC(answered("bind", response), tls=certificates.context(DC1)) as dc:
         status, output, _ = run(org_file(tmp_path, certificates, dc.port))
     assert status == 6, output
     assert not_checked(output) == f"no domain controller could be bound: {DC1}:{dc.port}: {reason}"
@@ -269,7 +266,7 @@ def test_a_malformed_bind_response_is_one_line(run, tmp_path, certificates, resp
 
 def test_a_dc_echoing_the_password_and_terminal_escapes_is_shown_neither(run, tmp_path, certificates):
     # What a DC says goes to the terminal, CI logs and the report: escapes spelled out, the password left out.
-    refused = bind_answered(result(0x61, 53, f"\x1b]0;owned\x07\x1b[2J{PASSWORD}\r\nexchange-compliance: PASS"))
+    refused = answered("bind", result(0x61, 53, f"\x1b]0;owned\x07\x1b[2J{PASSWORD}\r\nexchange-compliance: PASS"))
     with FakeDC(refused, tls=certificates.context(DC1)) as dc:
         status, output, _ = run(org_file(tmp_path, certificates, dc.port))
     assert status == 6, output
@@ -281,12 +278,7 @@ def test_a_dc_echoing_the_password_and_terminal_escapes_is_shown_neither(run, tm
 
 
 def test_a_malformed_answer_in_the_middle_of_the_read_is_one_line(run, tmp_path, certificates):
-    def answer(request: Request) -> list[bytes] | Reply:
-        if request.operation == "search" and request.target == EXCHANGE_DN:
-            return [message(request.id, result(0x65, 4242))]
-        return org_answer(request)
-
-    with FakeDC(answer, tls=certificates.context(DC1)) as dc:
+    with FakeDC(answered("search", result(0x65, 4242), target=EXCHANGE_DN), tls=certificates.context(DC1)) as dc:
         status, output, _ = run(org_file(tmp_path, certificates, dc.port))
     assert status == 6, output
     assert not_checked(output) == (
@@ -315,7 +307,7 @@ def test_an_unbind_that_raises_in_the_error_handler_is_still_one_line(run, tmp_p
         "    raise LDAPSocketSendError('socket sending error[Errno 32] Broken pipe')\n\n\n"
         "ldap3.Connection.unbind = unbind\n"
     )
-    with FakeDC(bind_answered(result(0x61, 53, "busy")), tls=certificates.context(DC1)) as dc:
+    with FakeDC(answered("bind", result(0x61, 53, "busy")), tls=certificates.context(DC1)) as dc:
         status, output, _ = run(org_file(tmp_path, certificates, dc.port), "-p", "unbind_raises")
     assert status == 6, output
     assert "unbind raises" in output
@@ -430,9 +422,9 @@ def test_the_next_dc_is_read_when_the_first_does_not_answer(run, tmp_path, certi
     ("first", "reason"),
     [
         ({"tls": f"rogue-{DC1}"}, "certificate verify failed: unable to get local issuer certificate"),
-        ({"tls": DC1, "answer": bind_answered(result(0x61, 4242))}, "the answer to the bind could not be read"),
+        ({"tls": DC1, "answer": answered("bind", result(0x61, 4242))}, "the answer to the bind could not be read"),
         (
-            {"tls": DC1, "answer": bind_answered(result(0x61, 53, "busy"))},
+            {"tls": DC1, "answer": answered("bind", result(0x61, 53, "busy"))},
             "bind as svc-audit@lab.test refused: unwillingToPerform (busy)",
         ),
     ],
@@ -466,8 +458,8 @@ def test_when_every_dc_fails_the_line_names_each_and_why(run, tmp_path, certific
 def test_a_wrong_password_is_not_tried_on_the_next_dc(run, tmp_path, certificates):
     # invalidCredentials holds for the whole domain: another DC would only count one more bad logon towards
     # the account's lockout.
-    refused = bind_answered(
-        result(0x61, 49, "80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext error, data 52e")
+    refused = answered(
+        "bind", result(0x61, 49, "80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext error, data 52e")
     )
     with (
         FakeDC(refused, tls=certificates.context(DC1)) as dc1,
