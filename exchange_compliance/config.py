@@ -31,12 +31,24 @@ class Credentials:
 class DirectorySettings:
     servers: tuple[str, ...]
     port: int
-    tls: str  # "ldaps" or "starttls"
+    tls: str  # "ldaps", "starttls", or "none" (Kerberos only: signed and sealed by Kerberos instead)
     ca_file: Path | None
-    user_env: str
-    password_env: str
+    # None with auth = "kerberos": the run's ticket is the credential
+    user_env: str | None
+    password_env: str | None
     timeout_seconds: float
     base_dn: str | None
+    auth: str = "simple"  # "simple" (user and password over TLS) or "kerberos" (SASL GSSAPI)
+
+
+@dataclass(frozen=True)
+class KerberosSettings:
+    """[kerberos]: the run takes its own ticket from a keytab (collect/kerberos.py)."""
+
+    keytab_env: str  # the variable holding the keytab's path
+    principal: str | None
+    principal_env: str | None  # instead of principal: the variable holding it
+    config_file: Path | None  # a krb5.conf for the org's realm (KRB5_CONFIG), when the host's does not know it
 
 
 @dataclass(frozen=True)
@@ -69,16 +81,28 @@ class OrgConfig:
     max_workers: int
     server_timeout_seconds: float
     reports_keep: int = REPORTS_KEEP  # the plugin prunes older runs' files; --keep-reports overrides
+    kerberos: KerberosSettings | None = None
 
     def address_of(self, host: str) -> str:
         """The address to connect to for a host name: an override if the config has one, else the name itself."""
         return self.addresses.get(host.lower(), host)
 
-    def directory_credentials(self) -> Credentials:
+    def directory_credentials(self) -> Credentials | None:
+        """The LDAP account from the environment; None with Kerberos, where the run's ticket is the account."""
+        if self.directory.user_env is None or self.directory.password_env is None:
+            return None
         return Credentials(
             _env(self, "directory", "user_env", self.directory.user_env),
             _env(self, "directory", "password_env", self.directory.password_env),
         )
+
+    def kerberos_principal(self) -> str:
+        """[kerberos] principal, or the variable principal_env names."""
+        settings = self.kerberos
+        assert settings is not None
+        if settings.principal is not None:
+            return settings.principal
+        return _env(self, "kerberos", "principal_env", settings.principal_env)  # type: ignore[arg-type]
 
     def winrm_credentials(self) -> Credentials | None:
         """The WinRM account from the environment; None with Kerberos, where the ticket cache holds it."""
@@ -266,20 +290,33 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
     network = root.table("network")
     collection = root.table("collection")
     reports = root.table("reports")
+    kerberos_table = root.table("kerberos")
 
-    tls = directory.choice("tls", ("ldaps", "starttls"), "ldaps")
+    directory_auth = directory.choice("auth", ("simple", "kerberos"), "simple")
+    tls = directory.choice("tls", ("ldaps", "starttls", "none"), "ldaps")
+    if tls == "none" and directory_auth != "kerberos":
+        raise ConfigError(
+            f'{path}: [directory] tls: "none" only with auth = "kerberos" (a password is never sent without TLS)'
+        )
     dc_servers = directory.strings("servers", None)  # type: ignore[arg-type]
     if not dc_servers:
         raise ConfigError(f"{path}: [directory] servers: name at least one domain controller")
+    # With Kerberos the run's ticket is the account: user_env and password_env are optional and never read.
+    ldap_kerberos = directory_auth == "kerberos"
+    ldap_user_env = directory.optional_env_name("user_env") if ldap_kerberos else directory.env_name("user_env")
+    ldap_password_env = (
+        directory.optional_env_name("password_env") if ldap_kerberos else directory.env_name("password_env")
+    )
     directory_settings = DirectorySettings(
         servers=dc_servers,
         port=directory.integer("port", 636 if tls == "ldaps" else 389, low=1),
         tls=tls,
         ca_file=directory.file("ca_file"),
-        user_env=directory.env_name("user_env"),
-        password_env=directory.env_name("password_env"),
+        user_env=None if ldap_kerberos else ldap_user_env,
+        password_env=None if ldap_kerberos else ldap_password_env,
         timeout_seconds=directory.number("timeout_seconds", 15),
         base_dn=directory.text("base_dn", None),
+        auth=directory_auth,
     )
     scheme = winrm.choice("scheme", ("https", "http"), "https")
     read_timeout = winrm.integer("read_timeout_seconds", 60, low=1, high=3600)
@@ -289,7 +326,7 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
             f"{path}: [winrm] read_timeout_seconds: must exceed operation_timeout_seconds ({operation_timeout})"
         )
     transport = winrm.choice("transport", ("ntlm", "kerberos", "credssp", "basic"), "ntlm")
-    # With Kerberos the ticket in the cache is the credential (ops/nightly's kinit from a keytab): user_env and
+    # With Kerberos the run's ticket is the credential ([kerberos], or an external kinit): user_env and
     # password_env are optional (still checked to be variable names), never read nor given to pywinrm.
     kerberos = transport == "kerberos"
     user_env = winrm.optional_env_name("user_env") if kerberos else winrm.env_name("user_env")
@@ -325,12 +362,30 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
         max_workers=collection.integer("max_workers", 16, low=1, high=256),
         server_timeout_seconds=collection.number("server_timeout_seconds", 120),
         reports_keep=reports.integer("keep", REPORTS_KEEP, low=1, high=10000),
+        kerberos=_kerberos(kerberos_table, path) if "kerberos" in data else None,
     )
-    directory.retired("bind", "the directory is always read with a simple bind over TLS")
+    directory.retired("bind", '[directory] auth says how: "simple" (the default) or "kerberos"')
     backend.retired("port", "the Exchange Back End site always listens on 444")
-    for section in (org, directory, winrm, backend, thresholds, servers, network, collection, reports, root):
+    sections = (org, directory, winrm, backend, thresholds, servers, network, collection, reports, kerberos_table)
+    for section in (*sections, root):
         section.finish()
     return config
+
+
+def _kerberos(section: _Section, path: Path) -> KerberosSettings:
+    principal = section.text("principal", None)
+    principal_env = section.optional_env_name("principal_env")
+    if (principal is None) == (principal_env is None):
+        raise ConfigError(f"{path}: [kerberos] principal: give principal or principal_env (one of them)")
+    if principal is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+", principal):
+        raise ConfigError(f"{path}: [kerberos] principal: expected name@REALM, got {principal!r}")
+    keytab_env = section.optional_env_name("keytab_env")
+    return KerberosSettings(
+        keytab_env=keytab_env or "KRB5_CLIENT_KTNAME",
+        principal=principal,
+        principal_env=principal_env,
+        config_file=section.file("config_file"),
+    )
 
 
 def _address_table(network: _Section, path: Path) -> dict[str, str]:

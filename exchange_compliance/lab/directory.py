@@ -7,8 +7,9 @@ with Exchange installed, for every attribute the suite reads. How:
   with exchange_schema.ldif, give it an LDAPS certificate from a lab CA; keep the tree under layout.cache_dir;
 - on every start: copy the cached tree to layout.samba_dir (fresh each up), write the scenario's objects
   offline in one process and one transaction (_samba_worker.py, under the system python that has Samba's
-  bindings), start `samba` in the foreground as our child in its own session, wait for LDAPS, and check that
-  the audit account reads what the suite needs.
+  bindings), export the keytabs of the audit account and of the lab servers' HTTP/ SPNs from the same process,
+  write a krb5.conf for the realm, start `samba` in the foreground as our child in its own session, wait for
+  LDAPS, and check that the audit account reads what the suite needs.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from datetime import datetime
 from pathlib import Path
 
 from exchange_compliance.lab import dc_tls, prerequisites
-from exchange_compliance.lab.layout import DC_ADDRESS, DC_HOST, DOMAIN, NETBIOS_DOMAIN, LabLayout
+from exchange_compliance.lab.layout import DC_ADDRESS, DC_HOST, DOMAIN, NETBIOS_DOMAIN, REALM, LabLayout
 from exchange_compliance.lab.populate import DOMAIN_DN, Dns, build_plan
 from exchange_compliance.lab.prerequisites import SYSTEM_PYTHON
 from exchange_compliance.lab.scenario import Scenario
 
 FORMAT = 1  # bump when what the cache holds, or how it is built (here or in the worker's schema step), changes
 LDAPS_PORT = 636
+KDC_PORT = 88
 SCHEMA_LDIF = Path(__file__).with_name("exchange_schema.ldif")
 WORKER = Path(__file__).with_name("_samba_worker.py")
 START_TIMEOUT = 60.0
@@ -109,7 +111,10 @@ def _write_smb_conf(samba_dir: Path, *, schema_updates: bool = False) -> Path:
         f"\tpid directory = {samba_dir}/run",  # not /run/samba: a system samba may use that one
         f"\tlog file = {samba_dir}/samba.log",
         "\tlogging = file",
-        "\tlog level = 1",
+        "\tlog level = 1 auth_audit:5",
+        # As Active Directory: SASL binds (Kerberos) over LDAPS without a security layer, which Samba's default
+        # (yes) refuses; without TLS, SASL binds must still be signed or sealed.
+        "\tldap server require strong auth = allow_sasl_over_tls",
         "\tmax log size = 10000",
     ]
     if schema_updates:  # only while the cache is built; the running lab DC keeps Samba's default (refused)
@@ -322,8 +327,11 @@ def start_directory(
         audit_user=audit_user,
         audit_password=audit_password,
     )
+    keytab_paths = {"audit": layout.audit_keytab, "servers": layout.servers_keytab}
+    plan["keytabs"] = [{"path": str(keytab_paths[k]), "principals": v} for k, v in plan["keytabs"].items()]
     _run_worker(["populate", str(layout.samba_dir), "-"], f"populating the directory for {scenario.name}",
                 stdin=json.dumps(plan))  # fmt: skip
+    write_krb5_conf(layout.krb5_conf)
     shutil.copyfile(layout.samba_dir / "private" / "tls" / "ca.pem", layout.dc_ca_file)
     with open(layout.samba_dir / "samba.stdout", "wb") as output:
         process = subprocess.Popen(
@@ -350,6 +358,25 @@ def start_directory(
         ldaps_port=LDAPS_PORT,
         ca_file=layout.dc_ca_file,
         domain_dn=DOMAIN_DN,
+    )
+
+
+def write_krb5_conf(path: Path) -> None:
+    """The realm as a client outside it needs it: the KDC by address (the lab has no DNS), no reverse lookups
+    or canonicalisation of host names (a service ticket is asked for by the name the suite was given)."""
+    path.write_text(
+        "[libdefaults]\n"
+        f"\tdefault_realm = {REALM}\n"
+        "\tdns_lookup_kdc = false\n"
+        "\tdns_lookup_realm = false\n"
+        "\trdns = false\n"
+        "\tdns_canonicalize_hostname = false\n"
+        "[realms]\n"
+        f"\t{REALM} = {{\n\t\tkdc = {DC_ADDRESS}:{KDC_PORT}\n\t}}\n"
+        "[domain_realm]\n"
+        f"\t.{DOMAIN} = {REALM}\n"
+        f"\t{DOMAIN} = {REALM}\n",
+        encoding="utf-8",
     )
 
 

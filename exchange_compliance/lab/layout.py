@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DOMAIN = "lab.contoso.test"
+REALM = DOMAIN.upper()
 NETBIOS_DOMAIN = "LAB"
 DC_HOST = f"dc01.{DOMAIN}"
 DC_ADDRESS = "127.0.0.1"
@@ -53,6 +54,20 @@ class LabLayout:
     @property
     def winrm_ca_file(self) -> Path:
         return self.state_dir / "lab-ca.pem"
+
+    @property
+    def krb5_conf(self) -> Path:
+        return self.state_dir / "krb5.conf"
+
+    @property
+    def audit_keytab(self) -> Path:
+        """The audit account's keys: what an admin exports for the suite (ktpass, or an account's keytab)."""
+        return self.state_dir / "audit.keytab"
+
+    @property
+    def servers_keytab(self) -> Path:
+        """The lab servers' HTTP/ keys, which their Kerberos acceptor reads (KRB5_KTNAME)."""
+        return self.state_dir / "servers.keytab"
 
     @property
     def samba_dir(self) -> Path:

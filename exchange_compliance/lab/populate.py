@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from exchange_compliance.facts import ROLE_BITS
-from exchange_compliance.lab.layout import DOMAIN
+from exchange_compliance.lab.layout import DC_HOST, DOMAIN, REALM
 from exchange_compliance.lab.scenario import AceSpec, Scenario, ServerSpec
 
 DOMAIN_DN = ",".join(f"DC={part}" for part in DOMAIN.split("."))
@@ -148,6 +148,30 @@ def generalized_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S.0Z")
 
 
+def computer_spns(server: ServerSpec) -> list[str]:
+    """What a joined Exchange server's computer account carries. HOST/ comes with the join; the KDC maps HTTP/ to
+    it (sPNMappings), but the lab registers HTTP/ as well, as the WinRM client asks for it by that name."""
+    if not server.spns:
+        return []
+    return [f"HOST/{server.name}", f"HOST/{server.fqdn}", f"HTTP/{server.fqdn}", f"HTTP/{server.name}"]
+
+
+def http_principals(scenario: Scenario) -> list[str]:
+    """The principals the lab servers accept Kerberos for: their keytab."""
+    return [
+        f"{spn}@{REALM}"
+        for server in scenario.servers
+        if not server.is_edge
+        for spn in computer_spns(server)
+        if spn.startswith("HTTP/")
+    ]
+
+
+# The DC's own LDAP SPNs, which samba_spnupdate would register on a DC running its DNS update service (the lab's
+# runs LDAP and the KDC only): without them no client gets a ticket for LDAP.
+DC_LDAP_SPNS = [f"ldap/{DC_HOST}", f"ldap/{DC_HOST}/{DOMAIN}", f"ldap/{DC_HOST.split('.')[0].upper()}"]
+
+
 def _add(dn: str, **attrs: str | list[str]) -> dict:
     return {"op": "add", "dn": dn, "attrs": {k: v if isinstance(v, list) else [v] for k, v in attrs.items()}}
 
@@ -220,6 +244,7 @@ def build_plan(
             "attrs": {"pwdProperties": ["0"], "minPwdLength": ["0"], "pwdHistoryLength": ["0"], "minPwdAge": ["0"]},
         },
         {"op": "user", "name": audit_user, "password": audit_password},
+        {"op": "spns", "account": f"{DC_HOST.split('.')[0].upper()}$", "spns": DC_LDAP_SPNS},
         _add(GROUPS_OU_DN, objectClass="organizationalUnit"),
     ]
     for group in WELL_KNOWN_GROUPS:
@@ -234,16 +259,16 @@ def build_plan(
     for server in scenario.servers:
         if server.is_edge:
             continue
-        steps.append(
-            _add(
-                Dns.computer(server.name),
-                objectClass="computer",
-                sAMAccountName=f"{server.name}$",
-                dNSHostName=server.fqdn,
-                servicePrincipalName=[f"HOST/{server.name}", f"HOST/{server.fqdn}"],
-                userAccountControl=WORKSTATION_TRUST_ACCOUNT,
-            )
+        computer = _add(
+            Dns.computer(server.name),
+            objectClass="computer",
+            sAMAccountName=f"{server.name}$",
+            dNSHostName=server.fqdn,
+            userAccountControl=WORKSTATION_TRUST_ACCOUNT,
         )
+        if computer_spns(server):
+            computer["attrs"]["servicePrincipalName"] = computer_spns(server)
+        steps.append({**computer, "op": "computer"})
         for group in server.member_of:
             memberships.setdefault(group, []).append(f"{server.name}$")
     for group in scenario.groups:
@@ -312,4 +337,5 @@ def build_plan(
     for server in scenario.servers:
         if server.protect_dacl:
             steps.append({"op": "protect", "dn": dns.server(server.name)})
-    return {"domain_dn": DOMAIN_DN, "steps": steps}
+    keytabs = {"audit": [f"{audit_user}@{REALM}"], "servers": http_principals(scenario)}
+    return {"domain_dn": DOMAIN_DN, "steps": steps, "keytabs": keytabs}

@@ -28,9 +28,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from spnego.channel_bindings import GssChannelBindings
 
+from ..collect.kerberos import tls_server_end_point
 from ..collect.probe import CMD_LINE_LIMIT, PROBE_ARGS_PREFIX, probe_script
 from .certs import IssuedCertificate, LabCertificates
 from .layout import BACKEND_PORT, DOMAIN, WINRM_PORT, LabLayout, server_address
@@ -316,14 +317,8 @@ def _context(layout: LabLayout, thumb: str) -> ssl.SSLContext:
 
 
 def _channel_bindings(layout: LabLayout, thumb: str) -> GssChannelBindings:
-    # RFC 5929 tls-server-end-point: the certificate hashed with its signature hash (SHA-256 for SHA-1/MD5).
     cert = x509.load_pem_x509_certificate(_pem_path(layout, thumb).read_bytes())
-    algorithm = cert.signature_hash_algorithm
-    if algorithm is None or algorithm.name in ("md5", "sha1"):
-        algorithm = hashes.SHA256()
-    digest = hashes.Hash(algorithm)
-    digest.update(cert.public_bytes(serialization.Encoding.DER))
-    return GssChannelBindings(application_data=b"tls-server-end-point:" + digest.finalize())
+    return GssChannelBindings(application_data=tls_server_end_point(cert.public_bytes(serialization.Encoding.DER)))
 
 
 def _serve_winrm(listener: _Listener, conn: socket.socket, peer: tuple[str, int]) -> None:
