@@ -17,11 +17,15 @@ LAB_ROOT = Path(__file__).parent / ".lab"
 def pytest_sessionstart(session: pytest.Session) -> None:
     # Before the plugin collects the org: the lab must be up and its credentials in the environment.
     config = session.config
-    if config.getoption("org", None) == "lab" and not hasattr(config, "workerinput"):
+    org = config.getoption("org", None)
+    if org in ("lab", "lab-kerberos") and not hasattr(config, "workerinput"):
         from exchange_compliance.lab.control import LabError, ensure_lab
 
         reporter = config.pluginmanager.get_plugin("terminalreporter")
         try:
-            ensure_lab(LAB_ROOT, say=lambda message: reporter.write_line(f"lab: {message}"))
+            # lab-kerberos: only the keytab's path and the principal are exported, never a password.
+            ensure_lab(
+                LAB_ROOT, say=lambda message: reporter.write_line(f"lab: {message}"), kerberos=org == "lab-kerberos"
+            )
         except LabError as exc:
             raise pytest.UsageError(f"the lab org could not be brought up: {exc}") from None

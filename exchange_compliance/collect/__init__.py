@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from ..config import Credentials, OrgConfig
 from ..facts import ExchangeServer, Handshake, OrgFacts, ServerProbe, Unavailable
+from . import kerberos
 from .ldap import DirectoryError, DirectoryReader, close, one_line, open_connection
 from .tls import BACKEND_PORT, HandshakeFailed, fetch_certificate
 from .winrm import ProbeFailed, check_transport, run_probe, timed_out
@@ -39,19 +40,24 @@ def select_servers(servers: tuple[ExchangeServer, ...], config: OrgConfig) -> tu
 
 
 def collect_org(config: OrgConfig, progress: Progress = lambda _message: None) -> OrgFacts:
-    """Read the org. Raises ConfigError (missing secret, missing transport package) or DirectoryUnreachable /
-    DirectoryError before touching any server."""
+    """Read the org. Raises ConfigError (missing secret, unusable keytab, missing transport package), KerberosFailed
+    (the KDC refused the run's ticket) or DirectoryUnreachable / DirectoryError before touching any server."""
     directory_credentials = config.directory_credentials()
     winrm_credentials = config.winrm_credentials()
     check_transport(config)
+    # Before any collecting thread: the ticket's cache becomes the process's default one, which pywinrm uses.
+    ticket = kerberos.acquire(config)
+    if ticket is not None and ticket.principal:
+        progress(f"kerberos: a ticket for {ticket.principal} from {ticket.keytab}")
     started = time.monotonic()
-    bound = open_connection(config, directory_credentials)
+    bound = open_connection(config, ticket if config.directory.auth == "kerberos" else directory_credentials)
     try:
         directory = DirectoryReader(bound.connection, config.directory.base_dn).read()
         searches = bound.connection.usage.search_operations if bound.connection.usage else None
     except DirectoryError as exc:
         # Which DC broke off or referred matters once there are several; the DC's words never carry the password.
-        reason = one_line(str(exc), directory_credentials.password, limit=1000)
+        password = directory_credentials.password if directory_credentials else None
+        reason = one_line(str(exc), password, limit=1000)
         raise DirectoryError(f"{bound.controller}: {reason}") from None
     finally:
         close(bound.connection)

@@ -20,7 +20,8 @@ from ldap3.utils.conv import escape_filter_chars
 
 from ..config import Credentials, OrgConfig
 from ..facts import AuthConfig, Directory, ExchangeServer, Principal, VirtualDirectory
-from . import values
+from . import ldap_kerberos, values
+from .kerberos import Ticket
 
 PAGE_SIZE = 500
 # Owner, group and DACL. Asking for the SACL too (the default) makes AD withhold the whole attribute from
@@ -76,16 +77,19 @@ class _Skip(Exception):
         self.final = final
 
 
-def open_connection(config: OrgConfig, credentials: Credentials) -> Bound:
+def open_connection(config: OrgConfig, credentials: Credentials | Ticket) -> Bound:
     """Bind to the first of `[directory] servers` that answers, over verified TLS; the connection refuses writes
-    (read_only), never follows a referral, and keeps no password once bound."""
+    (read_only), never follows a referral, and keeps no password once bound. With a Ticket (`[directory] auth =
+    "kerberos"`) the bind is SASL GSSAPI (ldap_kerberos.bind): no password at all, and on 389 without TLS every
+    message is sealed by Kerberos."""
     settings = config.directory
+    password = credentials.password if isinstance(credentials, Credentials) else None
     skipped: list[str] = []
     for number, host in enumerate(settings.servers):
         try:
             connection = _bind(config, host, credentials)
         except _Skip as skip:
-            skipped.append(f"{host}:{settings.port}: {one_line(str(skip), credentials.password)}")
+            skipped.append(f"{host}:{settings.port}: {one_line(str(skip), password)}")
             if skip.final and number + 1 < len(settings.servers):
                 skipped.append(f"not tried: {', '.join(settings.servers[number + 1 :])}")
                 break
@@ -95,8 +99,9 @@ def open_connection(config: OrgConfig, credentials: Credentials) -> Bound:
     raise DirectoryUnreachable("no domain controller could be bound: " + "; ".join(skipped))
 
 
-def _bind(config: OrgConfig, host: str, credentials: Credentials) -> ldap3.Connection:
+def _bind(config: OrgConfig, host: str, credentials: Credentials | Ticket) -> ldap3.Connection:
     settings = config.directory
+    kerberos = isinstance(credentials, Ticket)
     tls = ldap3.Tls(
         validate=ssl.CERT_REQUIRED,
         version=ssl.PROTOCOL_TLS_CLIENT,
@@ -107,7 +112,7 @@ def _bind(config: OrgConfig, host: str, credentials: Credentials) -> ldap3.Conne
     server = ldap3.Server(
         config.address_of(host),
         port=settings.port,
-        use_ssl=settings.tls == "ldaps",
+        use_ssl=settings.tls == "ldaps",  # "none" (Kerberos only): every message sealed by Kerberos instead
         tls=tls,
         get_info=ldap3.NONE,
         connect_timeout=settings.timeout_seconds,
@@ -115,8 +120,8 @@ def _bind(config: OrgConfig, host: str, credentials: Credentials) -> ldap3.Conne
     )
     connection = ldap3.Connection(
         server,
-        user=credentials.user,
-        authentication=ldap3.SIMPLE,
+        user=None if kerberos else credentials.user,  # type: ignore[union-attr]
+        authentication=ldap3.SASL if kerberos else ldap3.SIMPLE,
         read_only=True,
         auto_referrals=False,  # ldap3's default follows them, bind and paged search included
         receive_timeout=max(1, round(settings.timeout_seconds)),  # ldap3 packs it as an int
@@ -132,11 +137,14 @@ def _bind(config: OrgConfig, host: str, credentials: Credentials) -> ldap3.Conne
             if settings.tls == "starttls":
                 step = "StartTLS"
                 _start_tls(connection)
+            step = "bind"
+            if kerberos:
+                ldap_kerberos.bind(connection, host, credentials, tls=settings.tls != "none")  # type: ignore[arg-type]
+                return connection
             if not isinstance(connection.socket, ssl.SSLSocket):
                 # Not expected of ldap3; if it ever were to happen, the password would go in clear.
                 raise _Skip("TLS is not established on the connection: the password is not sent")
-            step = "bind"
-            bound = _simple_bind(connection, credentials)
+            bound = _simple_bind(connection, credentials)  # type: ignore[arg-type]
         if not bound:
             result = connection.result or {}
             raise _Skip(

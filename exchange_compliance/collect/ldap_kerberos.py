@@ -43,7 +43,7 @@ def bind(connection: ldap3.Connection, host: str, ticket: Ticket, *, tls: bool) 
     if result.get("result") != 0:
         reason = f"{result.get('description')}: {result.get('message') or ''}".strip(": ")
         if tls and result.get("result") == STRONGER_AUTH_REQUIRED:
-            reason += " (the DC takes no SASL bind over TLS: use tls = \"none\", which Kerberos seals)"
+            reason += ' (the DC takes no SASL bind over TLS: use tls = "none", which Kerberos seals)'
         raise LDAPBindError(f"Kerberos bind to ldap/{host} refused: {reason}")
     connection.bound = True
     if layer != NO_LAYER:

@@ -259,8 +259,15 @@ def populate(samba_dir, plan_path):
     written = time.monotonic()
     for keytab in plan.get("keytabs", ()):
         export_keytab(samba_dir, keytab["path"], keytab["principals"])
-    print(json.dumps({"steps": len(plan["steps"]), "seconds": round(written - started, 3),
-                      "keytab_seconds": round(time.monotonic() - written, 3)}))
+    print(
+        json.dumps(
+            {
+                "steps": len(plan["steps"]),
+                "seconds": round(written - started, 3),
+                "keytab_seconds": round(time.monotonic() - written, 3),
+            }
+        )
+    )
 
 
 def export_keytab(samba_dir, path, principals):

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from . import prerequisites
-from .layout import AUDIT_ACCOUNT, DC_ADDRESS, DC_HOST, DOMAIN, NETBIOS_DOMAIN, LabLayout, server_address
+from .layout import AUDIT_ACCOUNT, DC_ADDRESS, DC_HOST, DOMAIN, NETBIOS_DOMAIN, REALM, LabLayout, server_address
 from .scenario import Scenario, ScenarioError, generated_servers, load_scenario
 
 Say = Callable[[str], None]
@@ -154,6 +154,9 @@ def up(
         f"EXCOMP_LAB_WINRM_USER={NETBIOS_DOMAIN}\\{AUDIT_ACCOUNT}\n"
         f"EXCOMP_LAB_PASSWORD={password}\n"
     )
+    layout.kerberos_file.write_text(
+        f"EXCOMP_LAB_KEYTAB={layout.audit_keytab}\nEXCOMP_LAB_PRINCIPAL={AUDIT_ACCOUNT}@{REALM}\n"
+    )
     state = {
         "scenario": scenario.name,
         "servers": [
@@ -170,16 +173,23 @@ def up(
     return state
 
 
-def load_credentials(root: Path) -> None:
-    """Put the lab's credentials in this process's environment, where orgs/lab.toml says they are."""
-    for line in LabLayout(root).credentials_file.read_text().splitlines():
+def load_credentials(root: Path, kerberos: bool = False) -> None:
+    """Put the lab's credentials in this process's environment, where orgs/lab.toml says they are; with
+    `kerberos`, only the keytab's path and the principal (orgs/lab-kerberos.toml), and no password at all."""
+    layout = LabLayout(root)
+    if kerberos:
+        for line in layout.credentials_file.read_text().splitlines():
+            os.environ.pop(line.partition("=")[0], None)
+    source = layout.kerberos_file if kerberos else layout.credentials_file
+    for line in source.read_text().splitlines():
         name, _, value = line.partition("=")
         if name:
             os.environ[name] = value
 
 
-def ensure_lab(root: Path, say: Say = print, scenario_name: str | None = None) -> dict:
-    """The lab as it runs, or brought up (scenario `healthy` unless named) when it does not."""
+def ensure_lab(root: Path, say: Say = print, scenario_name: str | None = None, kerberos: bool = False) -> dict:
+    """The lab as it runs, or brought up (scenario `healthy` unless named) when it does not; its credentials in
+    the environment (`kerberos`: the keytab's path and the principal only)."""
     state = status(root)
     if state is None:
         scenario_name = scenario_name or os.environ.get("EXCOMP_LAB_SCENARIO") or "healthy"
@@ -187,5 +197,5 @@ def ensure_lab(root: Path, say: Say = print, scenario_name: str | None = None) -
         state = up(root, scenario_name=scenario_name, say=say)
     else:
         say(f"using the running lab org (scenario {state['scenario']!r}, {len(state['servers'])} servers)")
-    load_credentials(root)
+    load_credentials(root, kerberos)
     return state

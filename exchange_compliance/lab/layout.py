@@ -48,6 +48,11 @@ class LabLayout:
         return self.state_dir / "credentials.env"
 
     @property
+    def kerberos_file(self) -> Path:
+        """What orgs/lab-kerberos.toml names: the audit keytab's path and the principal, no secret."""
+        return self.state_dir / "kerberos.env"
+
+    @property
     def dc_ca_file(self) -> Path:
         return self.state_dir / "dc-ca.pem"
 

@@ -3,8 +3,9 @@ on 444, each on the server's own loopback address.
 
 `lab up` calls write_server_state() and then runs `python -m exchange_compliance.lab.servers LAB_ROOT`, which
 serves until SIGTERM and writes state/servers.ready once every listener is bound. The suite cannot tell these
-from Windows servers: pywinrm (NTLM, certificate validation) runs the probe and gets what probe.ps1 prints on
-Windows; the handshake on 444 presents the certificate IIS has bound. Anything else is refused as Windows would.
+from Windows servers: pywinrm (NTLM or Kerberos, certificate validation) runs the probe and gets what probe.ps1
+prints on Windows; the handshake on 444 presents the certificate IIS has bound. Anything else is refused as
+Windows would.
 """
 
 from __future__ import annotations
@@ -236,6 +237,9 @@ def serve(layout: LabLayout, stop: threading.Event | None = None) -> None:
     ready.unlink(missing_ok=True)
     _raise_fd_limit()
     os.environ["NTLM_USER_FILE"] = str(layout.state_dir / NTLM_USERS_FILE)
+    # The servers' HTTP/ keys (exported by the directory's start): Kerberos is accepted beside NTLM.
+    os.environ["KRB5_KTNAME"] = f"FILE:{layout.servers_keytab}"
+    os.environ["KRB5_CONFIG"] = str(layout.krb5_conf)
     states = load_server_state(layout)
     listeners = _bind_all(layout, states)
     if threading.current_thread() is threading.main_thread():

@@ -1,10 +1,12 @@
 """WinRM's HTTP side, as http.sys serves /wsman on a Windows Server HTTPS listener.
 
-HTTP/1.1 with Negotiate/NTLM authentication bound to the TCP connection, as Windows does it: only the
-handshake requests carry Authorization headers, later requests on the same connection ride on it (so a client
-must keep the connection alive, which requests-ntlm does). The acceptor is pyspnego (NTLM_USER_FILE holds the
-accounts), checking channel bindings as WinRM's default CbtHardeningLevel=Relaxed does. Message encryption is
-not implemented: clients only use it over plain HTTP.
+HTTP/1.1 with Negotiate authentication (NTLM or Kerberos) bound to the TCP connection, as Windows does it: only
+the handshake requests carry Authorization headers, later requests on the same connection ride on it (so a
+client must keep the connection alive, which requests-ntlm and requests-kerberos do). The acceptor is pyspnego:
+NTLM_USER_FILE holds the NTLM accounts, KRB5_KTNAME the keytab of the servers' HTTP/ SPNs; it checks channel
+bindings as WinRM's default CbtHardeningLevel=Relaxed does. Every request is logged with the mechanism that
+authenticated its connection, so a test can show which one a run used. Message encryption is not implemented:
+clients only use it over plain HTTP.
 """
 
 from __future__ import annotations
@@ -41,13 +43,15 @@ class ConnectionAuth:
     def __init__(self, channel_bindings: GssChannelBindings | None) -> None:
         self.channel_bindings = channel_bindings
         self.user: str | None = None
+        self.mechanism: str | None = None  # "ntlm" or "kerberos", once authenticated
         self._context: spnego.ContextProxy | None = None
 
     def step(self, token: bytes) -> tuple[bool, bytes | None]:
         """Feed a client token: (complete, token to send back). Raises SpnegoError when logon fails."""
         if self._context is None or _starts_exchange(token):
-            self.user = None
-            # "negotiate" accepts both the raw NTLM tokens requests-ntlm sends and SPNEGO-wrapped NTLM.
+            self.user = self.mechanism = None
+            # "negotiate" accepts the raw NTLM tokens requests-ntlm sends, the raw Kerberos tokens requests-kerberos
+            # sends, and either wrapped in SPNEGO.
             # Bindings are passed per step, not here, so that a client sending none can be let through.
             self._context = spnego.server(protocol="negotiate")
         context = self._context
@@ -65,12 +69,13 @@ class ConnectionAuth:
             raise
         if context.complete:
             self.user = str(context.client_principal or "")
+            self.mechanism = context.negotiated_protocol
             self._context = None
         return self.user is not None, out
 
 
 def _starts_exchange(token: bytes) -> bool:
-    # An NTLM NEGOTIATE message, or an SPNEGO NegTokenInit: the client starts over.
+    # An NTLM NEGOTIATE message, or a GSS initial token (SPNEGO NegTokenInit, Kerberos AP-REQ): the client starts over.
     return token.startswith(b"NTLMSSP\x00\x01\x00\x00\x00") or token[:1] == b"\x60"
 
 
@@ -126,6 +131,9 @@ class WinRMHandler(BaseHTTPRequestHandler):
             # Message encryption (used over plain HTTP) is not part of the lab.
             self._reply(415, b"")
             return
+        # Per request, not per handshake: the proof that every request of a run was authenticated by Kerberos.
+        log.info("%s request from %s: %s as %s", self.server.host.machine, self.client_address[0],
+                 self.auth.mechanism, self.auth.user)  # fmt: skip
         status, xml = self.server.host.handle(body, self.auth.user or "", self.client_address[0])
         headers = [("Content-Type", "application/soap+xml;charset=UTF-8")]
         if final_token:

@@ -21,6 +21,7 @@ import pytest
 
 from .. import __version__, snapshot
 from ..collect import collect_org
+from ..collect.kerberos import KerberosFailed
 from ..collect.ldap import DirectoryError, DirectoryUnreachable
 from ..config import ConfigError, load_org_config, resolve_org_path
 from ..facts import OrgFacts
@@ -176,7 +177,7 @@ class ComplianceRun:
             self.facts = self._load_facts(session.config)
         except (ConfigError, SnapshotError, ReportsError) as exc:
             raise pytest.UsageError(str(exc)) from None
-        except (DirectoryUnreachable, DirectoryError) as exc:
+        except (DirectoryUnreachable, DirectoryError, KerberosFailed) as exc:
             # Not pytest.exit: the session goes on with no test, so the report and latest.json say why, and
             # yesterday's report is not left looking like today's.
             self.unreachable_reason = str(exc)
