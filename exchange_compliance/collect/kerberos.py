@@ -43,7 +43,8 @@ KDC_UNRESOLVED = -1765328164
 KDC_NOT_FOUND = -1765328230
 MEANINGS = {
     C_PRINCIPAL_UNKNOWN: "the KDC does not know the principal",
-    S_PRINCIPAL_UNKNOWN: "no account has this SPN: register it (setspn -S) on the server's computer account",
+    S_PRINCIPAL_UNKNOWN: "no account in the directory has this SPN: the server is not in the domain (an Edge "
+    "Transport server), or its SPN is missing (setspn -L <server>)",
     ETYPE_NOSUPP: "the account holding the SPN has no keys the client accepts (no password set, or no AES keys)",
     CLIENT_REVOKED: "the account is disabled, locked out or expired",
     KEY_EXPIRED: "the account's password has expired",
@@ -164,6 +165,8 @@ def acquire(config: OrgConfig) -> Ticket | None:
     if config.directory.auth != "kerberos" and config.winrm.transport != "kerberos":
         return None
     settings = config.kerberos
+    if settings is None and config.directory.auth != "kerberos":
+        return None  # WinRM alone, on the cache of an external kinit: pywinrm finds it as before
     if settings is not None and settings.config_file is not None:
         os.environ["KRB5_CONFIG"] = str(settings.config_file)  # read by libkrb5 at each context, so set first
     gssapi = gssapi_module()
@@ -197,8 +200,8 @@ def acquire(config: OrgConfig) -> Ticket | None:
 
 
 def _keytab(config: OrgConfig) -> Path:
-    variable = config.kerberos.keytab_env if config.kerberos else DEFAULT_KEYTAB_ENV  # type: ignore[union-attr]
-    value = os.environ.get(variable or DEFAULT_KEYTAB_ENV)
+    variable = config.kerberos.keytab_env  # type: ignore[union-attr]
+    value = os.environ.get(variable)
     if not value:
         raise ConfigError(f"{config.source}: [kerberos] keytab_env: environment variable {variable} is not set")
     # KRB5_CLIENT_KTNAME may carry a type prefix; only file keytabs are read here.

@@ -17,6 +17,7 @@ from winrm.transport import HAVE_CREDSSP, HAVE_KERBEROS
 
 from ..config import ConfigError, Credentials, OrgConfig
 from ..facts import ServerProbe
+from . import kerberos
 from .probe import ProbeError, parse_probe_output, probe_command
 
 T = TypeVar("T")
@@ -145,6 +146,8 @@ def run_probe(
     except (WinRMError, requests.RequestException, OSError) as exc:
         if bound is not None and bound.passed():
             raise bound.failure() from None  # the read timeout was cut to the deadline: say which one struck
+        if kerberos.minor_code(exc) is not None:  # pywinrm's Kerberos: no ticket for HTTP/<host>, a skew, ...
+            raise ProbeFailed(f"WinRM to {where}: {kerberos.describe(exc, f'HTTP/{host}')}") from None
         raise ProbeFailed(f"WinRM to {where}: {network_reason(exc)}") from None
     if exit_code != 0:
         message = _first_line(stderr.decode("utf-8", errors="replace")) or f"exit code {exit_code}"

@@ -149,10 +149,9 @@ def generalized_time(moment: datetime) -> str:
 
 
 def computer_spns(server: ServerSpec) -> list[str]:
-    """What a joined Exchange server's computer account carries. HOST/ comes with the join; the KDC maps HTTP/ to
-    it (sPNMappings), but the lab registers HTTP/ as well, as the WinRM client asks for it by that name."""
-    if not server.spns:
-        return []
+    """What a joined Exchange server's computer account carries. HOST/ comes with the join, and the KDC maps HTTP/
+    to it (sPNMappings); the lab registers HTTP/ as well, the name WinRM clients ask for. Edge Transport servers
+    are not joined: no account, no SPN, so no Kerberos to them."""
     return [f"HOST/{server.name}", f"HOST/{server.fqdn}", f"HTTP/{server.fqdn}", f"HTTP/{server.name}"]
 
 
@@ -264,10 +263,9 @@ def build_plan(
             objectClass="computer",
             sAMAccountName=f"{server.name}$",
             dNSHostName=server.fqdn,
+            servicePrincipalName=computer_spns(server),
             userAccountControl=WORKSTATION_TRUST_ACCOUNT,
         )
-        if computer_spns(server):
-            computer["attrs"]["servicePrincipalName"] = computer_spns(server)
         steps.append({**computer, "op": "computer"})
         for group in server.member_of:
             memberships.setdefault(group, []).append(f"{server.name}$")

@@ -62,7 +62,6 @@ class ServerSpec:
     ews_external_url: str | None = None  # None: https://mail.<domain>/EWS/Exchange.asmx; "": not set
     latency_ms: int = 0
     unreachable: bool = False
-    spns: bool = True  # False: the computer account has no SPN, so no client gets a Kerberos ticket for it
     store: tuple[str, ...] | None = None  # None: "exchange" plus "auth" (and "auth-next" if staged) on MBX/CAS
     no_private_key: tuple[str, ...] = ()
     backend_certificate: str = "exchange"  # "none": no https binding on 444
