@@ -38,13 +38,16 @@ def lab_up(scenario: str | None = None, servers: int | None = None) -> dict:
     return state
 
 
-def run_suite(reports: Path, *arguments: str) -> tuple[int, dict, str]:
-    """`pytest tests_env --org lab` in a subprocess; its exit status, latest.json and output."""
-    command = [sys.executable, "-m", "pytest", "tests_env", "--org", "lab", "-p", "no:cacheprovider", "-q"]
+def run_suite(
+    reports: Path, *arguments: str, org: str = "lab", env: dict[str, str] | None = None
+) -> tuple[int, dict, str]:
+    """`pytest tests_env --org ORG` in a subprocess (environment `env`, default ours); its exit status,
+    latest.json and output."""
+    command = [sys.executable, "-m", "pytest", "tests_env", "--org", org, "-p", "no:cacheprovider", "-q"]
     command += ["--reports-dir", str(reports), *arguments]
-    finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     output = finished.stdout + finished.stderr
-    latest = reports / "lab" / "latest.json"
+    latest = reports / Path(org).stem / "latest.json"
     results = json.loads(latest.read_text()) if latest.exists() else {}
     return finished.returncode, results, output
 

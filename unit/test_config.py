@@ -77,7 +77,7 @@ def test_out_of_range(tmp_path):
     ("section", "key", "why"),
     [
         ("backend", "port = 444", "the Exchange Back End site always listens on 444"),
-        ("directory", 'bind = "simple"', "the directory is always read with a simple bind over TLS"),
+        ("directory", 'bind = "simple"', '[directory] auth says how: "simple" (the default) or "kerberos"'),
     ],
 )
 def test_keys_of_earlier_versions_say_what_to_do(tmp_path, section, key, why):

@@ -94,6 +94,23 @@ def test_plan_lays_out_the_seeds_org():
     assert members["Domain Admins"] == ["Server Operators Team"]
 
 
+def test_plan_gives_joined_servers_keys_and_http_spns_and_names_the_keytabs():
+    scenario = parse_scenario({"servers": [{"name": "EX01"}, {"name": "EDGE01", "roles": ["Edge"]}]}, "k.toml")
+    plan = _plan(scenario)
+    computers = {step["dn"]: step["attrs"] for step in plan["steps"] if step["op"] == "computer"}
+    # The worker gives each "computer" a random machine password: without keys the KDC issues no ticket for it.
+    assert set(computers) == {Dns.computer("EX01")}  # an Edge server is not joined: no account, no SPN
+    assert computers[Dns.computer("EX01")]["servicePrincipalName"] == [
+        "HOST/EX01", "HOST/ex01.lab.contoso.test", "HTTP/ex01.lab.contoso.test", "HTTP/EX01",
+    ]  # fmt: skip
+    spns = next(step for step in plan["steps"] if step["op"] == "spns")
+    assert spns["account"] == "DC01$" and "ldap/dc01.lab.contoso.test" in spns["spns"]
+    assert plan["keytabs"] == {
+        "audit": [f"{AUDIT_USER}@LAB.CONTOSO.TEST"],
+        "servers": ["HTTP/ex01.lab.contoso.test@LAB.CONTOSO.TEST", "HTTP/EX01@LAB.CONTOSO.TEST"],
+    }
+
+
 def test_plan_auth_variants():
     base = {"servers": [{"name": "EX01"}, {"name": "EDGE01", "roles": ["Edge"], "member_of": []}]}
     raw = parse_scenario({**base, "auth": {"raw_thumbprint_values": ["DEADBEEF"]}}, "raw.toml")
