@@ -349,7 +349,9 @@ def test_server_objects(seeds):
     assert servers["EX04"].serialNumber.value == "Version 15.0 (Build 31497.2)"
     computer = _one(conn, Dns.computer("EX03"), ["dNSHostName", "servicePrincipalName", "userAccountControl"])
     assert computer.dNSHostName.value == "ex03.lab.contoso.test"
-    assert set(computer.servicePrincipalName.values) == {"HOST/EX03", "HOST/ex03.lab.contoso.test"}
+    assert set(computer.servicePrincipalName.values) == {
+        "HOST/EX03", "HOST/ex03.lab.contoso.test", "HTTP/EX03", "HTTP/ex03.lab.contoso.test",
+    }  # fmt: skip
     assert computer.userAccountControl.value == 4096
 
 
