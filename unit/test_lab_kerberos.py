@@ -29,7 +29,7 @@ pytestmark = needs_lab
 LAYOUT = LabLayout(LAB_ROOT)
 LAB_KERBEROS = Path(__file__).resolve().parents[1] / "orgs" / "lab-kerberos.toml"
 PRINCIPAL = f"{AUDIT_ACCOUNT}@{REALM}"
-FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+FAKETIME = next(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"), Path("/usr/lib/faketime/libfaketime.so.1"))
 
 
 class LogWindow:

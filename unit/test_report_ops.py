@@ -112,3 +112,17 @@ def test_nightly_refuses_an_unusable_keytab(tmp_path):
     if shutil.which("kinit"):
         done = nightly(tmp_path, "prod", env={**base, "EXCOMP_KEYTAB": str(keytab), "EXCOMP_PRINCIPAL": "svc@X.TEST"})
         assert done.returncode == 4 and "kinit -k -t" in done.stderr
+
+
+def test_nightly_leaves_the_ticket_to_the_suite_when_the_org_config_names_the_keytab(tmp_path):
+    # [kerberos] in the org config: no kinit (none would find EXCOMP_PRINCIPAL here); the suite reads the keytab
+    # itself, and says what is wrong with it in its own words.
+    org = live_org(tmp_path, '\n[kerberos]\nkeytab_env = "EXCOMP_KEYTAB"\nprincipal = "svc@CONTOSO.TEST"\n')
+    org.write_text(org.read_text().replace('[winrm]\n', '[winrm]\ntransport = "kerberos"\n'))
+    keytab = tmp_path / "svc.keytab"
+    keytab.write_bytes(b"not a keytab")
+    env = {"EXCOMP_ENV_FILE": "/dev/null", "EXCOMP_KEYTAB": str(keytab), **CREDENTIALS}
+    done = nightly(tmp_path, str(org), "--reports-dir", str(tmp_path / "reports"), env=env)
+    assert done.returncode == 4, done.stdout + done.stderr
+    assert "nightly:" not in done.stderr
+    assert f"[kerberos] keytab_env: {keytab}: not a keytab" in done.stdout + done.stderr

@@ -56,6 +56,8 @@ PREREQUISITES = (
                  _imports(SYSTEM_PYTHON, "samba.samdb")),
     Prerequisite("kinit (Kerberos client)", "krb5-user", "lab", _program("kinit")),
     Prerequisite("chromium (the report opened in a real browser)", "chromium", "tests", _program("chromium")),
+    Prerequisite("libfaketime (the Kerberos clock skew test)", "faketime", "tests",
+                 _glob("/usr/lib/*/faketime/libfaketime.so.1")),
 )  # fmt: skip
 
 
