@@ -118,7 +118,7 @@ def test_nightly_leaves_the_ticket_to_the_suite_when_the_org_config_names_the_ke
     # [kerberos] in the org config: no kinit (none would find EXCOMP_PRINCIPAL here); the suite reads the keytab
     # itself, and says what is wrong with it in its own words.
     org = live_org(tmp_path, '\n[kerberos]\nkeytab_env = "EXCOMP_KEYTAB"\nprincipal = "svc@CONTOSO.TEST"\n')
-    org.write_text(org.read_text().replace('[winrm]\n', '[winrm]\ntransport = "kerberos"\n'))
+    org.write_text(org.read_text().replace("[winrm]\n", '[winrm]\ntransport = "kerberos"\n'))
     keytab = tmp_path / "svc.keytab"
     keytab.write_bytes(b"not a keytab")
     env = {"EXCOMP_ENV_FILE": "/dev/null", "EXCOMP_KEYTAB": str(keytab), **CREDENTIALS}
