@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from test_config import error_of
 
 from exchange_compliance.collect import kerberos
 from exchange_compliance.config import ConfigError, load_org_config
@@ -45,12 +46,6 @@ def org(tmp_path: Path, kerberos_table: str = f'keytab_env = "T_KEYTAB"\nprincip
         text += f"\n[kerberos]\n{kerberos_table}"
     path.write_text(text)
     return path
-
-
-def error_of(path: Path) -> str:
-    with pytest.raises(ConfigError) as caught:
-        load_org_config(path)
-    return str(caught.value)
 
 
 # --- the settings ---------------------------------------------------------------------------------------
