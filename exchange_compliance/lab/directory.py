@@ -7,9 +7,9 @@ with Exchange installed, for every attribute the suite reads. How:
   with exchange_schema.ldif, give it an LDAPS certificate from a lab CA; keep the tree under layout.cache_dir;
 - on every start: copy the cached tree to layout.samba_dir (fresh each up), write the scenario's objects
   offline in one process and one transaction (_samba_worker.py, under the system python that has Samba's
-  bindings), export the keytabs of the audit account and of the lab servers' HTTP/ SPNs from the same process,
-  write a krb5.conf for the realm, start `samba` in the foreground as our child in its own session, wait for
-  LDAPS, and check that the audit account reads what the suite needs.
+  bindings), export the keytabs of the audit account and of the lab servers' computer accounts from the same
+  process, write a krb5.conf for the realm, start `samba` in the foreground as our child in its own session,
+  wait for LDAPS, and check that the audit account reads what the suite needs.
 """
 
 from __future__ import annotations

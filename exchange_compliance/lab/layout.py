@@ -71,7 +71,8 @@ class LabLayout:
 
     @property
     def servers_keytab(self) -> Path:
-        """The lab servers' HTTP/ keys, which their Kerberos acceptor reads (KRB5_KTNAME)."""
+        """The keys of the lab servers' computer accounts (which hold their HTTP/ SPNs), which their Kerberos
+        acceptor reads (KRB5_KTNAME)."""
         return self.state_dir / "servers.keytab"
 
     @property

@@ -155,15 +155,11 @@ def computer_spns(server: ServerSpec) -> list[str]:
     return [f"HOST/{server.name}", f"HOST/{server.fqdn}", f"HTTP/{server.fqdn}", f"HTTP/{server.name}"]
 
 
-def http_principals(scenario: Scenario) -> list[str]:
-    """The principals the lab servers accept Kerberos for: their keytab."""
-    return [
-        f"{spn}@{REALM}"
-        for server in scenario.servers
-        if not server.is_edge
-        for spn in computer_spns(server)
-        if spn.startswith("HTTP/")
-    ]
+def server_principals(scenario: Scenario) -> list[str]:
+    """The keytab the lab servers accept Kerberos with: each joined server's computer account (`EX01$`), by its own
+    name. MIT's acceptor tries every key of its keytab on a ticket, so one principal per account serves all its
+    SPNs, and a large lab exports half as many."""
+    return [f"{server.name}$@{REALM}" for server in scenario.servers if not server.is_edge]
 
 
 # The DC's own LDAP SPNs, which samba_spnupdate would register on a DC running its DNS update service (the lab's
@@ -335,5 +331,5 @@ def build_plan(
     for server in scenario.servers:
         if server.protect_dacl:
             steps.append({"op": "protect", "dn": dns.server(server.name)})
-    keytabs = {"audit": [f"{audit_user}@{REALM}"], "servers": http_principals(scenario)}
+    keytabs = {"audit": [f"{audit_user}@{REALM}"], "servers": server_principals(scenario)}
     return {"domain_dn": DOMAIN_DN, "steps": steps, "keytabs": keytabs}
