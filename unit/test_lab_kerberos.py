@@ -153,7 +153,7 @@ class Recorder:
 def test_ldap_on_389_is_signed_and_sealed_by_kerberos(ticket_env, tmp_path):
     config = load_org_config(lab_kerberos_config(tmp_path, 'tls = "none"\n'))
     ticket = kerberos.acquire(config)
-    connection = open_connection(config, ticket)
+    connection = open_connection(config, ticket).connection
     try:
         assert isinstance(connection.socket, ldap_kerberos.SaslSocket)
         wire = connection.socket._socket = Recorder(connection.socket._socket)
