@@ -56,8 +56,7 @@ def collect_org(config: OrgConfig, progress: Progress = lambda _message: None) -
         searches = bound.connection.usage.search_operations if bound.connection.usage else None
     except DirectoryError as exc:
         # Which DC broke off or referred matters once there are several; the DC's words never carry the password.
-        password = directory_credentials.password if directory_credentials else None
-        reason = one_line(str(exc), password, limit=1000)
+        reason = one_line(str(exc), directory_credentials.password if directory_credentials else None, limit=1000)
         raise DirectoryError(f"{bound.controller}: {reason}") from None
     finally:
         close(bound.connection)

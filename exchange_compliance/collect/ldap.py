@@ -83,13 +83,13 @@ def open_connection(config: OrgConfig, credentials: Credentials | Ticket) -> Bou
     "kerberos"`) the bind is SASL GSSAPI (ldap_kerberos.bind): no password at all, and on 389 without TLS every
     message is sealed by Kerberos."""
     settings = config.directory
-    password = credentials.password if isinstance(credentials, Credentials) else None
     skipped: list[str] = []
     for number, host in enumerate(settings.servers):
         try:
             connection = _bind(config, host, credentials)
         except _Skip as skip:
-            skipped.append(f"{host}:{settings.port}: {one_line(str(skip), password)}")
+            # Not kept in a local: with `-l`, a traceback through this frame would print it.
+            skipped.append(f"{host}:{settings.port}: {one_line(str(skip), _password(credentials))}")
             if skip.final and number + 1 < len(settings.servers):
                 skipped.append(f"not tried: {', '.join(settings.servers[number + 1 :])}")
                 break
@@ -97,6 +97,10 @@ def open_connection(config: OrgConfig, credentials: Credentials | Ticket) -> Bou
         return Bound(connection, host, tuple(skipped))
     # Raised here, outside any handler: no exception of ldap3's (and no frame of its bind) hangs on this one.
     raise DirectoryUnreachable("no domain controller could be bound: " + "; ".join(skipped))
+
+
+def _password(credentials: Credentials | Ticket) -> str | None:
+    return credentials.password if isinstance(credentials, Credentials) else None
 
 
 def _bind(config: OrgConfig, host: str, credentials: Credentials | Ticket) -> ldap3.Connection:
