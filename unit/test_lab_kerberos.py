@@ -99,6 +99,7 @@ def test_the_kerberos_runs_ldap_bind_was_kerberos(seeds_runs):
 
 
 def test_lab_kerberos_exports_no_password(monkeypatch):
+    lab_up("seeds")
     for name in ("EXCOMP_LAB_PASSWORD", "EXCOMP_LAB_KEYTAB", "EXCOMP_LAB_PRINCIPAL"):
         monkeypatch.setenv(name, "left over")
     control.load_credentials(LAB_ROOT, kerberos=True)
