@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange_compliance.collect.values import dns_domain_of, parent_dn, split_dn
 from exchange_compliance.facts import Directory, Principal
 from exchange_compliance.judge.access import (
     NETWORK_LOGON_SIDS,
@@ -35,6 +34,7 @@ from exchange_compliance.judge.security_descriptor import (
     SecurityDescriptor,
     parse_descriptor,
 )
+from exchange_compliance.names import dns_domain_of, parent_dn, split_dn
 
 FIXTURE = json.loads((Path(__file__).parent / "data" / "descriptors.json").read_text())
 DOMAIN = FIXTURE["domain_sid"]
@@ -264,7 +264,7 @@ def test_group_name_falls_back_to_the_first_rdn_with_escapes(nested: Directory) 
 
 
 def test_dn_helpers_split_only_at_unescaped_commas() -> None:
-    # The judges' one way to cut a DN (collect/values.py): ACL-01 compares parents to tell Exchange's own nesting.
+    # The judges' one way to cut a DN (names.py): ACL-01 compares parents to tell Exchange's own nesting.
     assert split_dn("CN=Ops\\, EU,OU=Teams, DC=x") == ["CN=Ops\\, EU", "OU=Teams", "DC=x"]
     assert parent_dn("CN=Ops\\, EU,OU=Teams,DC=x") == "OU=Teams,DC=x"
     assert parent_dn("CN=Ops\\\\,OU=Teams,DC=x") == "OU=Teams,DC=x"  # an escaped backslash, then a separator

@@ -20,7 +20,6 @@ from factories import (
     unavailable,
 )
 
-from exchange_compliance.collect.values import dns_domain_of
 from exchange_compliance.facts import Version
 from exchange_compliance.judge.auth import (
     auth_certificate_configured,
@@ -31,6 +30,7 @@ from exchange_compliance.judge.auth import (
 from exchange_compliance.judge.cu_gate import cu_target_gate, cu_target_supported
 from exchange_compliance.judge.powershell import literal
 from exchange_compliance.judge.verdict import FactUnavailable, Verdict
+from exchange_compliance.names import dns_domain_of
 
 AUTH_CN = "Microsoft Exchange Server Auth Certificate"
 

@@ -6,6 +6,7 @@ import pytest
 
 from exchange_compliance.collect import values
 from exchange_compliance.facts import Version
+from exchange_compliance.names import rdn_value
 
 
 @pytest.mark.parametrize(
@@ -83,5 +84,5 @@ def test_sid_round_trip():
 
 
 def test_rdn_value_keeps_escaped_commas():
-    assert values.rdn_value("CN=Smith\\, John,OU=People,DC=x") == "Smith, John"
-    assert values.rdn_value("CN=EX01,CN=Servers,DC=x") == "EX01"
+    assert rdn_value("CN=Smith\\, John,OU=People,DC=x") == "Smith, John"
+    assert rdn_value("CN=EX01,CN=Servers,DC=x") == "EX01"

@@ -14,12 +14,12 @@ from lab_org import LAB_ROOT, REPO, lab_up, needs_lab, outcomes, row, run_suite
 
 from exchange_compliance.collect import collect_org
 from exchange_compliance.collect.ldap import DirectoryReader, open_connection
-from exchange_compliance.collect.probe import normalize_thumbprint
 from exchange_compliance.config import load_org_config
 from exchange_compliance.facts import ServerProbe
 from exchange_compliance.judge.certificates import thumbprint_of
 from exchange_compliance.lab import control
 from exchange_compliance.lab.scenario import load_scenario
+from exchange_compliance.names import normalize_thumbprint
 
 pytestmark = needs_lab
 

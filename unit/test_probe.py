@@ -9,12 +9,12 @@ from exchange_compliance.collect.probe import (
     CMD_LINE_LIMIT,
     ProbeError,
     command_line_length,
-    normalize_thumbprint,
     parse_netsh_sslcert,
     parse_probe_output,
     probe_command,
     probe_script,
 )
+from exchange_compliance.names import normalize_thumbprint
 
 NETSH_444 = """
 SSL Certificate bindings:

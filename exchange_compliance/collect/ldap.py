@@ -20,6 +20,7 @@ from ldap3.utils.conv import escape_filter_chars
 
 from ..config import Credentials, OrgConfig
 from ..facts import AuthConfig, Directory, ExchangeServer, Principal, VirtualDirectory
+from ..names import rdn_value, split_dn
 from . import ldap_kerberos, values
 from .kerberos import Ticket
 
@@ -333,7 +334,7 @@ class DirectoryReader:
         return Directory(
             domain_dn=domain_dn,
             configuration_dn=configuration_dn,
-            org_name=_text(orgs[0], "cn") or values.rdn_value(org_dn),
+            org_name=_text(orgs[0], "cn") or rdn_value(org_dn),
             org_dn=org_dn,
             org_security_descriptor=_raw(orgs[0], "nTSecurityDescriptor"),
             well_known_groups=well_known,
@@ -452,13 +453,13 @@ class DirectoryReader:
         directories = []
         for entry in entries:
             # CN=EWS (Default Web Site),CN=HTTP,CN=Protocols,CN=<server>,CN=Servers,...
-            parts = values.split_dn(entry["dn"])
-            server = values.rdn_value(parts[3]) if len(parts) > 3 else ""
+            parts = split_dn(entry["dn"])
+            server = rdn_value(parts[3]) if len(parts) > 3 else ""
             directories.append(
                 VirtualDirectory(
                     dn=entry["dn"],
                     server=server,
-                    name=_text(entry, "cn") or values.rdn_value(entry["dn"]),
+                    name=_text(entry, "cn") or rdn_value(entry["dn"]),
                     object_class="msExchWebServicesVirtualDirectory",
                     internal_url=_text(entry, "msExchInternalHostName"),
                     external_url=_text(entry, "msExchExternalHostName"),
@@ -499,12 +500,12 @@ def _server(entry: dict, _kind: str = "") -> ExchangeServer:
     roles = _text(entry, "msExchCurrentServerRoles")
     site = _text(entry, "msExchServerSite")
     return ExchangeServer(
-        name=_text(entry, "cn") or values.rdn_value(entry["dn"]),
+        name=_text(entry, "cn") or rdn_value(entry["dn"]),
         dn=entry["dn"],
         fqdn=values.fqdn_from_network_address(_texts(entry, "networkAddress")),
         roles=int(roles) if roles and roles.lstrip("-").isdigit() else 0,
         version=version,
-        site=values.rdn_value(site) if site else None,
+        site=rdn_value(site) if site else None,
         security_descriptor=_raw(entry, "nTSecurityDescriptor"),
     )
 
@@ -536,7 +537,7 @@ def _principal(entry: dict, kind: str) -> Principal:
     return Principal(
         dn=entry["dn"],
         sid=sid,
-        name=_text(entry, "sAMAccountName") or _text(entry, "cn") or values.rdn_value(entry["dn"]),
+        name=_text(entry, "sAMAccountName") or _text(entry, "cn") or rdn_value(entry["dn"]),
         member_of=tuple(_texts(entry, "memberOf")),
         kind=kind,
         dns_host_name=_text(entry, "dNSHostName"),

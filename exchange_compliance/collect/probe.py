@@ -13,6 +13,7 @@ from datetime import datetime
 from importlib import resources
 
 from ..facts import ServerProbe, SiteBinding, SslCertBinding, StoreCertificate
+from ..names import normalize_thumbprint
 
 # cmd.exe refuses command lines over 8191 characters; pywinrm sends the whole line through it.
 CMD_LINE_LIMIT = 8191
@@ -39,14 +40,6 @@ def probe_command() -> tuple[str, list[str]]:
 
 def command_line_length(command: str, args: list[str]) -> int:
     return len(" ".join([command, *args]))
-
-
-def normalize_thumbprint(value: str | None) -> str | None:
-    """Thumbprints compare case- and space-insensitively (Windows shows them both ways)."""
-    if value is None:
-        return None
-    cleaned = re.sub(r"[\s:\u200e\u200f]", "", value).upper()
-    return cleaned or None
 
 
 def _parse_time(value: object, what: str) -> datetime:

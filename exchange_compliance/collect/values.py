@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 import struct
 from datetime import UTC, datetime
-from itertools import pairwise
 
 from ..facts import Version
-from .probe import normalize_thumbprint
+from ..names import normalize_thumbprint
 
 # otherWellKnownObjects GUIDs on CN=Microsoft Exchange (CSS Get-ExchangeOtherWellKnownObjects.ps1).
 WELL_KNOWN_GROUP_GUIDS = {
@@ -107,86 +106,3 @@ def sid_to_bytes(sid: str) -> bytes:
         raise ValueError(f"not a SID: {sid}")
     subs = [int(p) for p in parts[3:]]
     return bytes([1, len(subs)]) + int(parts[2]).to_bytes(6, "big") + struct.pack(f"<{len(subs)}I", *subs)
-
-
-# --- distinguished names (RFC 4514) ------------------------------------------------------------------------------
-# One helper per job, so that every reader of a DN agrees on where an RDN ends: a comma escaped as `\,` or `\2C`
-# is part of a value (`CN=Smith\, John`), and `\\` is an escaped backslash, after which a comma does separate.
-
-_HEX_PAIR = re.compile(r"[0-9A-Fa-f]{2}")
-
-
-def _separators(dn: str) -> list[int]:
-    """Indexes of the commas that separate RDNs (the unescaped ones)."""
-    found, i = [], 0
-    while i < len(dn):
-        if dn[i] == "\\":
-            i += 2  # skip the escaped character (of a hex pair, its first digit, which is never a comma)
-            continue
-        if dn[i] == ",":
-            found.append(i)
-        i += 1
-    return found
-
-
-def _strip(text: str) -> str:
-    r"""Surrounding spaces dropped, but not an escaped trailing one (`CN=x\ `)."""
-    text = text.lstrip()
-    stripped = text.rstrip()
-    if len(stripped) < len(text) and (len(stripped) - len(stripped.rstrip("\\"))) % 2:
-        stripped += text[len(stripped)]
-    return stripped
-
-
-def split_dn(dn: str) -> list[str]:
-    r"""The RDNs of a DN as written (escapes kept, surrounding spaces dropped):
-    `CN=Smith\, John,OU=People,DC=x` -> [`CN=Smith\, John`, `OU=People`, `DC=x`]; [] for ""."""
-    if not dn.strip():
-        return []
-    bounds = [-1, *_separators(dn), len(dn)]
-    return [_strip(dn[start + 1 : end]) for start, end in pairwise(bounds)]
-
-
-def parent_dn(dn: str) -> str:
-    """The DN without its first RDN (`CN=EX01,CN=Servers,...` -> `CN=Servers,...`); "" for a one-RDN DN."""
-    separators = _separators(dn)
-    return _strip(dn[separators[0] + 1 :]) if separators else ""
-
-
-def unescape_dn_value(value: str) -> str:
-    r"""An attribute value as a DN writes it, unescaped: `\,` -> `,`, `\\` -> `\`, `\2C` -> `,` (hex pairs are
-    UTF-8 bytes)."""
-    if "\\" not in value:
-        return value
-    out = bytearray()
-    i = 0
-    while i < len(value):
-        if value[i] == "\\" and _HEX_PAIR.fullmatch(value[i + 1 : i + 3]):
-            out.append(int(value[i + 1 : i + 3], 16))
-            i += 3
-        elif value[i] == "\\" and i + 1 < len(value):
-            out += value[i + 1].encode()
-            i += 2
-        else:
-            out += value[i].encode()
-            i += 1
-    return out.decode("utf-8", errors="replace")
-
-
-def rdn_value(dn: str) -> str:
-    r"""The value of a DN's first RDN, unescaped: `CN=EX01,CN=Servers,...` -> `EX01`, `CN=Smith\, John,...` ->
-    `Smith, John`."""
-    rdns = split_dn(dn)
-    first = rdns[0] if rdns else dn
-    _, separator, value = first.partition("=")
-    return unescape_dn_value(_strip(value)) if separator else first
-
-
-def dns_domain_of(dn: str) -> str:
-    """The DNS name its DC= components spell: `OU=x,DC=lab,DC=contoso,DC=test` -> `lab.contoso.test`."""
-    labels = []
-    for rdn in split_dn(dn):
-        attribute, _, value = rdn.partition("=")
-        if attribute.strip().lower() == "dc":
-            labels.append(unescape_dn_value(_strip(value)))
-    return ".".join(labels)

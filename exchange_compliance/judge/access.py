@@ -17,7 +17,6 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from exchange_compliance.collect.values import dns_domain_of, rdn_value
 from exchange_compliance.facts import Directory, Principal
 from exchange_compliance.judge.memo import IdentityCache
 from exchange_compliance.judge.security_descriptor import (
@@ -27,6 +26,7 @@ from exchange_compliance.judge.security_descriptor import (
     SecurityDescriptor,
     clear_parse_cache,
 )
+from exchange_compliance.names import dns_domain_of, rdn_value
 
 # How evidence draws a membership chain: EX02$ → Server Operators Team → Domain Admins.
 ARROW = " \u2192 "

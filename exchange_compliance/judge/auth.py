@@ -10,9 +10,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from ..collect.probe import normalize_thumbprint
-from ..collect.values import dns_domain_of
 from ..facts import AuthConfig, Directory, ExchangeServer, ServerProbe, Unavailable
+from ..names import dns_domain_of, normalize_thumbprint
 from .certificates import (
     CertificateInfo,
     find_in_store,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from ..collect.probe import normalize_thumbprint
 from ..facts import ExchangeServer, Handshake, ServerProbe, SiteBinding, SslCertBinding, StoreCertificate, Unavailable
+from ..names import normalize_thumbprint
 from .certificates import (
     CertificateError,
     CertificateInfo,

@@ -17,8 +17,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.x509.oid import NameOID
 
-from ..collect.probe import normalize_thumbprint
 from ..facts import ServerProbe, StoreCertificate, Unavailable
+from ..names import normalize_thumbprint
 from .memo import IdentityCache
 from .verdict import FactUnavailable
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from ..collect.values import parent_dn
 from ..facts import Directory, ExchangeServer, Principal
+from ..names import parent_dn
 from .access import (
     ARROW,
     AccessDecision,
