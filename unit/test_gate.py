@@ -7,10 +7,11 @@ import json
 import pytest
 
 from conftest import build_org
+from exchange_compliance.builds import CU_BUILDS
 from exchange_compliance.facts import Version
 from exchange_compliance.judge.cu_gate import EXCHANGE_2016_CU6, EXCHANGE_2016_CU7
 from exchange_compliance.plugin import gate
-from exchange_compliance.plugin.gate import CU_BUILDS, TargetError, parse_target, target_from_options
+from exchange_compliance.plugin.gate import TargetError, parse_target, target_from_options
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,16 @@ and a failure. Elsewhere AUTH-02 is not judged at all, so its facts (the server'
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from ..builds import release
 from ..facts import Directory, ExchangeServer, ServerProbe, Unavailable, Version
 from .auth import Probes, auth_certificate_on_server
 from .verdict import FactUnavailable, Verdict
 
-EXCHANGE_2016_CU6 = Version(15, 1, 1034)
-EXCHANGE_2016_CU7 = Version(15, 1, 1261)
+# Compared and shown as major.minor.build: a security update on top of a CU raises only the revision.
+EXCHANGE_2016_CU6 = replace(release("2016", "CU6"), revision=None)
+EXCHANGE_2016_CU7 = replace(release("2016", "CU7"), revision=None)
 
 
 def _not_at_stake(server: ExchangeServer, target: Version) -> Verdict | None:
