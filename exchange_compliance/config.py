@@ -129,8 +129,9 @@ def _env(config: OrgConfig, section: str, key: str, variable: str) -> str:
     return value
 
 
-class _Section:
-    """Typed reads from one TOML table; `finish()` rejects keys nobody read (typos)."""
+class StrictTable:
+    """Typed reads from one TOML table, each error naming the file, the table and the key; `finish()` rejects keys
+    nobody read (typos). The org config and the waivers file are read with it."""
 
     def __init__(self, data: object, source: Path, name: str) -> None:
         if data is None:
@@ -216,9 +217,9 @@ class _Section:
             raise ConfigError(f"{self._where(key)}: cannot read {path}: {exc.strerror}") from None
         return path
 
-    def table(self, key: str) -> _Section:
+    def table(self, key: str) -> StrictTable:
         self.read.add(key)
-        return _Section(self.data.get(key), self.source, f"{self.name}.{key}" if self.name else key)
+        return StrictTable(self.data.get(key), self.source, f"{self.name}.{key}" if self.name else key)
 
     def retired(self, key: str, why: str) -> None:
         """A key of earlier versions: a config copied from an old example gets told what to do, not "unknown key"."""
@@ -280,7 +281,7 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
         raise ConfigError(f"{path}: no such org config (copy orgs/example-prod.toml to start one)")
     data = read_toml(path)
 
-    root = _Section(data, path, "")
+    root = StrictTable(data, path, "")
     org = root.table("org")
     directory = root.table("directory")
     winrm = root.table("winrm")
@@ -372,7 +373,7 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
     return config
 
 
-def _kerberos(section: _Section, path: Path) -> KerberosSettings:
+def _kerberos(section: StrictTable, path: Path) -> KerberosSettings:
     principal = section.text("principal", None)
     principal_env = section.optional_env_name("principal_env")
     if (principal is None) == (principal_env is None):
@@ -388,7 +389,7 @@ def _kerberos(section: _Section, path: Path) -> KerberosSettings:
     )
 
 
-def _address_table(network: _Section, path: Path) -> dict[str, str]:
+def _address_table(network: StrictTable, path: Path) -> dict[str, str]:
     table = network.get("addresses", dict, {}, what="a table of host name = address")
     for host, address in table.items():  # type: ignore[union-attr]
         if not isinstance(address, str):

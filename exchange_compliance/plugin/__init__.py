@@ -13,10 +13,10 @@ from datetime import datetime
 import pytest
 
 from ..catalog import SEVERITIES, Requirement, catalog, severity_rank
+from ..config import REPORTS_KEEP
 from ..facts import Directory, ExchangeServer, Handshake, OrgFacts, ServerProbe, Unavailable, Version
 from ..judge.verdict import Verdict
 from . import gate, html, results, waivers
-from .history import DEFAULT_KEEP
 from .run import RUN, ComplianceRun
 
 VERDICT = pytest.StashKey[Verdict]()
@@ -55,7 +55,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--keep-reports",
         type=int,
         metavar="N",
-        help=f"keep the files of the newest N runs in reports/<org>/ (default: [reports] keep, else {DEFAULT_KEEP})",
+        help=f"keep the files of the newest N runs in reports/<org>/ (default: [reports] keep, else {REPORTS_KEEP})",
     )
 
 

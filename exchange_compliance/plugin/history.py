@@ -12,10 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import REPORTS_KEEP
 from .results import FAILING, SCHEMA, key, where
 
-DEFAULT_KEEP = REPORTS_KEEP
 STAMPED = re.compile(r"(\d{8}-\d{6})(?:\.json|\.html|\.xml|-facts\.json|-fixes\.ps1)")
 
 

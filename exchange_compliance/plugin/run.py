@@ -23,7 +23,7 @@ from .. import __version__, snapshot
 from ..collect import collect_org
 from ..collect.kerberos import KerberosFailed
 from ..collect.ldap import DirectoryError, DirectoryUnreachable
-from ..config import ConfigError, load_org_config, resolve_org_path
+from ..config import REPORTS_KEEP, ConfigError, load_org_config, resolve_org_path
 from ..facts import OrgFacts
 from ..snapshot import SnapshotError
 from . import fixplan, gate, history, results, waivers
@@ -298,7 +298,7 @@ class ComplianceRun:
             shutil.copyfile(outcome.fix_plan, self.report_dir / "latest-fixes.ps1")  # type: ignore[arg-type]
         shutil.copyfile(stamped, self.report_dir / "latest.json")
         self.results_path = self.report_dir / "latest.json"
-        history.prune(self.report_dir, self.keep or history.DEFAULT_KEEP, self.stamp)
+        history.prune(self.report_dir, self.keep or REPORTS_KEEP, self.stamp)
 
     def pytest_terminal_summary(self, terminalreporter: object, config: pytest.Config) -> None:
         if not self.is_controller or self.results_path is None:

@@ -9,7 +9,7 @@
 
 A waived row (failed or error) shows as waived and does not fail the run. An expired waiver no longer applies
 and is listed as expired; a waiver that matches no row is reported. The file is read strictly, like the org
-config (config._Section): a typo in a nightly job's waivers must stop the run, not waive the wrong thing.
+config (config.StrictTable): a typo in a nightly job's waivers must stop the run, not waive the wrong thing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from ..catalog import catalog
-from ..config import ConfigError, _Section, read_toml
+from ..config import ConfigError, StrictTable, read_toml
 from .results import FAILING, key, where
 
 ALL = "all"
@@ -68,7 +68,7 @@ def locate(given: str | None, default: Path) -> Path | None:
 
 def load(path: Path) -> tuple[Waiver, ...]:
     """Every waiver in the file; ConfigError naming the file and the entry when anything is wrong."""
-    root = _Section(read_toml(path), path, "")
+    root = StrictTable(read_toml(path), path, "")
     entries = root.get("waiver", list, [], what="[[waiver]] tables")
     root.finish()
     waivers: list[Waiver] = []
@@ -86,7 +86,7 @@ def _waiver(entry: object, path: Path, number: int) -> Waiver:
     name = f"waiver #{number}"
     if isinstance(entry, dict):
         name += f" ({entry.get('requirement', '?')} on {entry.get('server', '?')})"
-    section = _Section(entry, path, name)
+    section = StrictTable(entry, path, name)
     requirement_id = section.text("requirement")
     requirement = catalog().get(requirement_id)
     if requirement is None:
