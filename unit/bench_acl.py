@@ -15,7 +15,8 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from exchange_compliance.facts import Directory, ExchangeServer, Principal
-from exchange_compliance.judge.access import check_right, clear_caches, computer_account, principal_token
+from exchange_compliance.judge.access import check_right, computer_account, principal_token
+from exchange_compliance.judge.memo import clear_caches
 from exchange_compliance.judge.rights import (
     TOKEN_SERIALIZATION,
     exchange_servers_hold_right,

@@ -24,7 +24,6 @@ from exchange_compliance.judge.security_descriptor import (
     GENERIC_ALL,
     Ace,
     SecurityDescriptor,
-    clear_parse_cache,
 )
 from exchange_compliance.names import dns_domain_of, rdn_value
 
@@ -94,40 +93,31 @@ _NOT_GRANTED = AccessDecision("not_granted", "no ACE in the DACL grants it to th
 _Compiled = tuple[tuple[str, str, int, AccessDecision | None], ...]
 
 
-# Per descriptor, by identity (hashing a descriptor hashes every ACE, dearer than the check it would save): right
-# GUID as the caller spelled it -> its compiled entries. Each entry holds its descriptor, so the id cannot be
-# reused while the entry exists; past the parse cache's size (whose descriptors these mostly are) the oldest go.
-# Not memo.IdentityCache: its weak reference, dereferenced on every check, made bench_acl's 40,000 checks about
-# half again slower.
-_COMPILED: dict[int, tuple[SecurityDescriptor, dict[str, _Compiled]]] = {}
-_COMPILED_LIMIT = 4096
+def _compile(descriptor: SecurityDescriptor, right_guid: str) -> _Compiled:
+    """(SID, "A"/"D"/"X", index, the decision it makes) for the DACL entries that can matter for the right, in
+    order. Decisions are built once here: constructing a frozen dataclass per check was half the cost of a check."""
+    right = normalize_guid(right_guid)
+    aces = descriptor.dacl.aces if descriptor.dacl is not None else ()
+    entries: list[tuple[str, str, int, AccessDecision | None]] = []
+    for index, ace in enumerate(aces):
+        if ace.inherit_only or ace.sid is None or not covers_right(ace, right):
+            continue
+        if ace.is_callback:
+            entries.append((ace.sid, "X", index, None))
+        elif ace.ace_type.kind == "allow":
+            entries.append((ace.sid, "A", index, AccessDecision("allowed", f"ACE #{index} grants it", ace, index)))
+        else:
+            entries.append((ace.sid, "D", index, AccessDecision("denied", f"ACE #{index} denies it", ace, index)))
+    return tuple(entries)
 
 
 def _compiled(descriptor: SecurityDescriptor, right_guid: str) -> _Compiled:
-    """(SID, "A"/"D"/"X", index, the decision it makes) for the DACL entries that can matter for the right, in
-    order; memoised per descriptor under the GUID as given (normalising on every call costs more than the scan).
-    Decisions are built once here: constructing a frozen dataclass per check was half the cost of a check."""
-    entry = _COMPILED.get(id(descriptor))
-    if entry is None or entry[0] is not descriptor:
-        if len(_COMPILED) >= _COMPILED_LIMIT:
-            del _COMPILED[next(iter(_COMPILED))]
-        entry = _COMPILED[id(descriptor)] = (descriptor, {})
-    cache = entry[1]
-    compiled = cache.get(right_guid)
+    """The compiled entries for the right, kept on the descriptor under the GUID as given (normalising on every
+    call costs more than the scan). Not a cache keyed by the descriptor: looking one up on each of ACL-01's 40,000
+    checks for 200 servers made them a third slower than this attribute (unit/bench_acl.py)."""
+    compiled = descriptor.compiled.get(right_guid)
     if compiled is None:
-        right = normalize_guid(right_guid)
-        aces = descriptor.dacl.aces if descriptor.dacl is not None else ()
-        entries: list[tuple[str, str, int, AccessDecision | None]] = []
-        for index, ace in enumerate(aces):
-            if ace.inherit_only or ace.sid is None or not covers_right(ace, right):
-                continue
-            if ace.is_callback:
-                entries.append((ace.sid, "X", index, None))
-            elif ace.ace_type.kind == "allow":
-                entries.append((ace.sid, "A", index, AccessDecision("allowed", f"ACE #{index} grants it", ace, index)))
-            else:
-                entries.append((ace.sid, "D", index, AccessDecision("denied", f"ACE #{index} denies it", ace, index)))
-        compiled = cache[right_guid] = tuple(entries)
+        compiled = descriptor.compiled[right_guid] = _compile(descriptor, right_guid)
     return compiled
 
 
@@ -208,14 +198,6 @@ def _build_index(directory: Directory) -> _Index:
 
 
 _index: IdentityCache[Directory, _Index] = IdentityCache(_build_index)
-
-
-def clear_caches() -> None:
-    """Forget parsed descriptors, compiled ACEs and per-Directory indexes (a long-running process judging many
-    snapshots)."""
-    clear_parse_cache()
-    _COMPILED.clear()
-    _index.clear()
 
 
 def computer_account(directory: Directory, server_name: str) -> Principal:

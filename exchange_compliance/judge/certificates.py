@@ -11,7 +11,6 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -19,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from ..facts import ServerProbe, StoreCertificate, Unavailable
 from ..names import normalize_thumbprint
-from .memo import IdentityCache
+from .memo import IdentityCache, by_value
 from .verdict import FactUnavailable
 
 
@@ -168,7 +167,7 @@ def _text(value: str | bytes) -> str:
     return value if isinstance(value, str) else value.decode("utf-8", errors="replace")
 
 
-@lru_cache(maxsize=2048)
+@by_value(limit=2048)
 def certificate_info(der: bytes) -> CertificateInfo:
     """Parse DER once: the same certificate sits in several stores and is looked at by several judges."""
     try:

@@ -1,19 +1,29 @@
-"""Values derived once per fact object: indexes over a Directory, a store's thumbprints, a descriptor's ACEs.
+"""Values the judges derive once and reuse, and the one way to forget them all.
 
-The facts are frozen dataclasses, but the ones worth indexing hold dicts (Directory) or are expensive to hash
-(a ServerProbe hashes every DER, a SecurityDescriptor every ACE), so they cannot key a dict or a WeakKeyDictionary
-cheaply. The cache is keyed by id() instead; a weak reference tells a live object from a dead one whose id was
-reused, and drops the entry when the object goes.
+Every cache in judge/ is made here, so that `clear_caches()` empties every one (a long-running process judging
+many evidence files, a benchmark starting cold). There are two keys, because the facts need both:
+
+- `IdentityCache`, per fact object: the facts are frozen dataclasses, but the ones worth indexing hold dicts
+  (Directory) or are expensive to hash (a ServerProbe hashes every DER), so they cannot key a dict cheaply. The
+  cache is keyed by id(); a weak reference tells a live object from a dead one whose id was reused, and drops the
+  entry when the object goes.
+- `by_value`, per value, for bytes (a certificate's DER, a security descriptor), which cannot be weakly referenced
+  and whose equal copies should share one entry: the Auth certificate sits in every server's store, and server
+  objects mostly carry the same inherited DACL. At most `limit` entries, the least recently used dropped.
 """
 
 from __future__ import annotations
 
+import functools
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
+H = TypeVar("H", bound=Hashable)
+
+_CLEARS: list[Callable[[], None]] = []
 
 
 class IdentityCache(Generic[K, V]):
@@ -22,6 +32,7 @@ class IdentityCache(Generic[K, V]):
     def __init__(self, build: Callable[[K], V]) -> None:
         self._build = build
         self._entries: dict[int, tuple[weakref.ref[K], V]] = {}
+        _CLEARS.append(self._entries.clear)
 
     def __call__(self, obj: K) -> V:
         key = id(obj)
@@ -35,5 +46,22 @@ class IdentityCache(Generic[K, V]):
         entries[key] = (ref, value)
         return value
 
-    def clear(self) -> None:
-        self._entries.clear()
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def by_value(limit: int) -> Callable[[Callable[[H], V]], Callable[[H], V]]:
+    """A decorator: the function's results kept per argument value, at most `limit` of them."""
+
+    def decorate(build: Callable[[H], V]) -> Callable[[H], V]:
+        cached = functools.lru_cache(maxsize=limit)(build)
+        _CLEARS.append(cached.cache_clear)
+        return cached
+
+    return decorate
+
+
+def clear_caches() -> None:
+    """Forget everything every judge cache holds."""
+    for clear in _CLEARS:
+        clear()

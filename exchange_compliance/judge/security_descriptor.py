@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import struct
 import uuid
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
+
+from .memo import by_value
 
 # Control flags (MS-DTYP 2.4.6).
 SE_OWNER_DEFAULTED = 0x0001
@@ -183,6 +184,8 @@ class SecurityDescriptor:
     group: str | None
     dacl: Acl | None  # None: no DACL (absent or NULL), which grants everything
     sacl: Acl | None
+    # The access check's entries for each right (access._compiled), by right GUID: they go when the descriptor goes.
+    compiled: dict[str, tuple] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def dacl_protected(self) -> bool:
@@ -247,12 +250,7 @@ def parse_descriptor(data: bytes, what: str = "security descriptor") -> Security
         raise DescriptorError(what, str(err)) from None
 
 
-def clear_parse_cache() -> None:
-    """Forget the descriptors parsed so far (parse_descriptor keeps up to 4,096, by content)."""
-    _parse_cached.cache_clear()
-
-
-@lru_cache(maxsize=4096)
+@by_value(limit=4096)
 def _parse_cached(data: bytes) -> SecurityDescriptor:
     if len(data) < 20:
         raise _Malformed(f"{len(data)} bytes, shorter than the 20-byte header")
