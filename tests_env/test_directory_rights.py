@@ -3,9 +3,6 @@
 from exchange_compliance.judge import rights
 from exchange_compliance.plugin import requirement
 
-TOKEN_SERIALIZATION = "ms-Exch-EPI-Token-Serialization"
-IMPERSONATION = "ms-Exch-EPI-Impersonation"
-
 
 @requirement("ACL-01")
 def test_no_deny_of_token_serialization_to_the_server_account(directory, server, judge):
@@ -18,14 +15,14 @@ def test_no_deny_of_token_serialization_to_the_server_account(directory, server,
 @requirement("ACL-02")
 def test_exchange_servers_hold_token_serialization(directory, server, judge):
     """The Exchange Servers group holds ms-Exch-EPI-Token-Serialization on the server object."""
-    verdict = judge(rights.exchange_servers_hold_right(directory, server, TOKEN_SERIALIZATION))
+    verdict = judge(rights.exchange_servers_hold_right(directory, server, rights.TOKEN_SERIALIZATION))
     assert verdict.met, verdict.evidence
 
 
 @requirement("ACL-03")
 def test_exchange_servers_hold_impersonation(directory, server, judge):
     """The Exchange Servers group holds ms-Exch-EPI-Impersonation on the server object."""
-    verdict = judge(rights.exchange_servers_hold_right(directory, server, IMPERSONATION))
+    verdict = judge(rights.exchange_servers_hold_right(directory, server, rights.IMPERSONATION))
     assert verdict.met, verdict.evidence
 
 

@@ -46,7 +46,7 @@ def build_org(
 ) -> OrgFacts:
     """EX01..EXn (Mailbox + Client Access, Exchange `version`) and EDGE1, healthy but for `faults`;
     `rename` gives the last EXn a name with markup in it (its host name stays)."""
-    from factories import NOW, auth_config, ews, lab, probe, renamed, store_cert, thumb
+    from factories import NOW, acl_directory, auth_config, ews, probe, renamed, store_cert, thumb
 
     planted: dict[str, set[str]] = {}
     for fault in faults:
@@ -58,7 +58,7 @@ def build_org(
         return fault in planted.get(server.host_name.upper(), set())  # by host name: a renamed server keeps them
 
     nested = [s for s, names in planted.items() if "nested-admins" in names]
-    directory = lab(
+    directory = acl_directory(
         n=n,
         member_of={s: ("ES", "ETS", "SOT") for s in nested},
         nesting={"SOT": ("DA",)},

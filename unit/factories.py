@@ -225,7 +225,7 @@ def with_ace_flags(case: str, flags: int, index: int = 0) -> bytes:
     return bytes(data)
 
 
-def lab(
+def acl_directory(
     descriptors: dict[str, str | bytes | None] | None = None,
     member_of: dict[str, tuple[str, ...]] | None = None,
     nesting: dict[str, tuple[str, ...]] | None = None,
@@ -233,7 +233,9 @@ def lab(
     primary: dict[str, int] | None = None,
     n: int = 6,
 ) -> Directory:
-    """EX01..EXn (Mailbox + Client Access, in ES and ETS) and EDGE1; `descriptors` maps server -> fixture case."""
+    """A directory for the rights judges: EX01..EXn (Mailbox + Client Access, in ES and ETS) and EDGE1, their
+    computer accounts and groups, and security descriptors recorded from Samba; `descriptors` maps server ->
+    fixture case."""
     descriptors, member_of, nesting = descriptors or {}, member_of or {}, nesting or {}
     names, primary = names or {}, primary or {}
 

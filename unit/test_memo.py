@@ -6,7 +6,7 @@ import importlib
 import re
 from pathlib import Path
 
-from factories import NOW, directory, ews, lab, make_cert, probe, server, store_cert, thumb
+from factories import NOW, acl_directory, directory, ews, make_cert, probe, server, store_cert, thumb
 
 import exchange_compliance.judge
 from exchange_compliance.judge import certificates, memo, rights, web_services
@@ -35,7 +35,7 @@ def size(cache: object) -> int:
 
 def test_clear_caches_empties_every_judge_cache():
     # Held here: an identity cache's entry goes with its object.
-    rights_directory = lab(n=2)
+    rights_directory = acl_directory(n=2)
     rights.token_serialization_not_denied(rights_directory, rights_directory.servers[0])  # descriptors, tokens
     ews_directory = directory(vdirs=(ews("EX01", "https://a/EWS", None),))
     web_services.ews_urls_set(server(), ews_directory, hybrid=False)
@@ -56,7 +56,7 @@ def test_clear_caches_empties_every_judge_cache():
 
 
 def test_a_descriptor_is_parsed_again_after_clear_caches():
-    data = lab(n=1).servers[0].security_descriptor or b""
+    data = acl_directory(n=1).servers[0].security_descriptor or b""
     first = parse_descriptor(data)
     assert parse_descriptor(bytes(bytearray(data))) is first  # equal bytes share one entry
     memo.clear_caches()

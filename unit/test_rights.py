@@ -14,7 +14,7 @@ from factories import (
     ORG,
     SERVERS,
     TS,
-    lab,
+    acl_directory,
     raw,
     renamed,
     runnable_text,
@@ -43,7 +43,7 @@ def acl01(directory: Directory, name: str) -> Verdict:
 
 
 def test_healthy_org_passes() -> None:
-    directory = lab()
+    directory = acl_directory()
     for server in directory.servers:
         verdict = token_serialization_not_denied(directory, server)
         assert verdict.met, verdict.evidence
@@ -51,7 +51,7 @@ def test_healthy_org_passes() -> None:
 
 
 def test_seed_000_nested_team_in_domain_admins_fails_ex02_only() -> None:
-    directory = lab(member_of={"EX02": ("ES", "ETS", "SOT")}, nesting={"SOT": ("DA",)})
+    directory = acl_directory(member_of={"EX02": ("ES", "ETS", "SOT")}, nesting={"SOT": ("DA",)})
     assert acl01(directory, "EX01").met and acl01(directory, "EX03").met
     verdict = acl01(directory, "EX02")
     assert not verdict.met
@@ -78,7 +78,7 @@ def test_seed_000_nested_team_in_domain_admins_fails_ex02_only() -> None:
 
 
 def test_seed_000_trusted_subsystem_in_domain_admins_removes_that_link() -> None:
-    directory = lab(nesting={"ETS": ("DA",)})
+    directory = acl_directory(nesting={"ETS": ("DA",)})
     verdicts = [acl01(directory, f"EX0{i}") for i in range(1, 7)]
     assert not any(v.met for v in verdicts)
     assert "EX01$ \u2192 Exchange Trusted Subsystem \u2192 Domain Admins" in verdicts[0].evidence
@@ -87,7 +87,7 @@ def test_seed_000_trusted_subsystem_in_domain_admins_removes_that_link() -> None
 
 def test_exchange_own_nesting_is_not_the_link_to_remove() -> None:
     # ETS in Exchange Windows Permissions is setup's doing; EWP in Domain Admins is the added link.
-    directory = lab(nesting={"ETS": ("EWP",), "EWP": ("DA",)})
+    directory = acl_directory(nesting={"ETS": ("EWP",), "EWP": ("DA",)})
     verdict = acl01(directory, "EX01")
     assert (
         "EX01$ \u2192 Exchange Trusted Subsystem \u2192 Exchange Windows Permissions \u2192 Domain Admins"
@@ -99,7 +99,9 @@ def test_exchange_own_nesting_is_not_the_link_to_remove() -> None:
 
 
 def test_organization_management_several_levels_deep() -> None:
-    directory = lab(member_of={"EX03": ("ES", "ETS", "G1")}, nesting={"G1": ("G2",), "G2": ("G3",), "G3": ("OM",)})
+    directory = acl_directory(
+        member_of={"EX03": ("ES", "ETS", "G1")}, nesting={"G1": ("G2",), "G2": ("G3",), "G3": ("OM",)}
+    )
     verdict = acl01(directory, "EX03")
     chain = "EX03$ \u2192 Helpdesk Servers \u2192 Tier1 Servers \u2192 All Server Admins \u2192 Organization Management"
     assert not verdict.met and chain in verdict.evidence
@@ -107,14 +109,14 @@ def test_organization_management_several_levels_deep() -> None:
 
 
 def test_every_denied_group_gets_its_fix() -> None:
-    directory = lab(member_of={"EX02": ("ES", "ETS", "SOT", "OM")}, nesting={"SOT": ("DA",)})
+    directory = acl_directory(member_of={"EX02": ("ES", "ETS", "SOT", "OM")}, nesting={"SOT": ("DA",)})
     fix = acl01(directory, "EX02").fix
     assert '-Identity "Server Operators Team" -Members "EX02$"' in fix
     assert '-Identity "Organization Management" -Members "EX02$"' in fix
 
 
 def test_deny_on_one_server_object_only() -> None:
-    directory = lab(descriptors={"EX04": "server_explicit_deny"}, member_of={"EX02": ("ES", "ETS", "SOT")})
+    directory = acl_directory(descriptors={"EX04": "server_explicit_deny"}, member_of={"EX02": ("ES", "ETS", "SOT")})
     verdict = acl01(directory, "EX02")
     assert not verdict.met and [d["servers"] for d in verdict.details["denied"]] == [["EX04"]]
     explicit = "set on the object itself (explicit)\n  membership: EX02$ \u2192 Server Operators Team\n  on EX04 ("
@@ -123,13 +125,13 @@ def test_deny_on_one_server_object_only() -> None:
 
 
 def test_inherit_only_deny_does_not_count() -> None:
-    directory = lab(descriptors={"EX03": "inherit_only_deny"})
+    directory = acl_directory(descriptors={"EX03": "inherit_only_deny"})
     assert acl01(directory, "EX01").met
     assert exchange_servers_hold_right(directory, directory.server("EX03"), TOKEN_SERIALIZATION).met
 
 
 def test_deny_to_everyone_is_an_ace_to_remove() -> None:
-    directory = lab(descriptors={"EX04": "deny_everyone"})
+    directory = acl_directory(descriptors={"EX04": "deny_everyone"})
     verdict = acl01(directory, "EX01")
     assert not verdict.met and "every network logon carries Everyone" in verdict.evidence
     assert verdict.fix.startswith(
@@ -139,7 +141,7 @@ def test_deny_to_everyone_is_an_ace_to_remove() -> None:
 
 
 def test_primary_group_domain_admins() -> None:
-    directory = lab(primary={"EX05": 512})
+    directory = acl_directory(primary={"EX05": 512})
     verdict = acl01(directory, "EX05")
     assert "EX05$ \u2192 Domain Admins" in verdict.evidence
     # Domain Computers was not collected: its SID names it, which -Identity accepts (its name is localised).
@@ -150,7 +152,7 @@ def test_primary_group_domain_admins() -> None:
 
 
 def test_primary_group_fix_names_domain_computers_as_collected() -> None:
-    directory = lab(primary={"EX05": 512})
+    directory = acl_directory(primary={"EX05": 512})
     computers = Principal(f"CN=Ordinateurs du domaine,CN=Users,{BASE}", f"{DOMAIN_SID}-515", "Ordinateurs du domaine")
     directory = replace(directory, groups={**directory.groups, computers.dn: computers})
     fix = acl01(directory, "EX05").fix
@@ -159,7 +161,7 @@ def test_primary_group_fix_names_domain_computers_as_collected() -> None:
 
 
 def test_deny_set_on_some_objects_and_inherited_on_others_is_grouped_by_ace() -> None:
-    directory = lab(
+    directory = acl_directory(
         descriptors={"EX04": "server_explicit_deny"}, member_of={"EX02": ("ES", "ETS", "SOT")}, nesting={"SOT": ("DA",)}
     )
     verdict = acl01(directory, "EX02")
@@ -173,7 +175,7 @@ def test_deny_set_on_some_objects_and_inherited_on_others_is_grouped_by_ace() ->
 
 
 def test_many_objects_denied_by_one_ace_are_summarised() -> None:
-    directory = lab(n=14, descriptors={"EX14": "server_protected"}, nesting={"ETS": ("DA",)})
+    directory = acl_directory(n=14, descriptors={"EX14": "server_protected"}, nesting={"ETS": ("DA",)})
     verdict = acl01(directory, "EX01")
     names = ", ".join(f"EX{i:02d}" for i in range(1, 11))
     assert f"  on 14 of 15 Exchange server objects (ACE #3 on each): {names} and 4 more" in verdict.evidence
@@ -183,7 +185,7 @@ def test_many_objects_denied_by_one_ace_are_summarised() -> None:
 
 def test_failure_work_is_per_ace_and_trustee_not_per_object(monkeypatch: pytest.MonkeyPatch) -> None:
     # 40 objects all denied through one inherited ACE: one chain search, a few lines of evidence and of fix.
-    directory = lab(n=40, nesting={"ETS": ("DA",)})
+    directory = acl_directory(n=40, nesting={"ETS": ("DA",)})
     searched: list[str] = []
     real = denials.membership_chain
     monkeypatch.setattr(denials, "membership_chain", lambda d, dn, sid: searched.append(sid) or real(d, dn, sid))
@@ -196,7 +198,7 @@ def test_inherited_deny_outside_any_group_is_removed_where_it_is_set() -> None:
     inherited_everyone = with_ace_flags("deny_everyone", 0x12)  # (OD;CIID;CR;TS;;WD), inherited
     org = with_ace_flags("deny_everyone", 0x02)  # the organization container sets it for its children
     directory = replace(
-        lab(descriptors={f"EX0{i}": inherited_everyone for i in range(1, 7)}), org_security_descriptor=org
+        acl_directory(descriptors={f"EX0{i}": inherited_everyone for i in range(1, 7)}), org_security_descriptor=org
     )
     verdict = acl01(directory, "EX01")
     assert f"for Everyone (S-1-1-0), inherited from the organization container ({ORG})" in verdict.evidence
@@ -212,7 +214,7 @@ def test_inherited_deny_outside_any_group_is_removed_where_it_is_set() -> None:
 
 def test_inherited_deny_from_an_unknown_container_is_not_given_a_guessed_command() -> None:
     inherited_everyone = with_ace_flags("deny_everyone", 0x12)
-    directory = lab(descriptors={"EX03": inherited_everyone})  # the organization container does not set it
+    directory = acl_directory(descriptors={"EX03": inherited_everyone})  # the organization container does not set it
     verdict = acl01(directory, "EX01")
     assert f"inherited from a container below the organization container ({ORG}), which does not set it" in (
         verdict.evidence
@@ -224,7 +226,7 @@ def test_inherited_deny_from_an_unknown_container_is_not_given_a_guessed_command
 
 
 def test_edge_is_not_applicable() -> None:
-    directory = lab()
+    directory = acl_directory()
     edge = directory.server("EDGE1")
     for verdict in (
         token_serialization_not_denied(directory, edge),
@@ -235,14 +237,14 @@ def test_edge_is_not_applicable() -> None:
 
 
 def test_missing_computer_account_of_a_mailbox_server_is_an_error() -> None:
-    directory = lab()
+    directory = acl_directory()
     directory.computers.pop("EX06")
     with pytest.raises(FactUnavailable, match="EX06"):
         acl01(directory, "EX06")
 
 
 def test_malformed_descriptor_on_one_object() -> None:
-    directory = lab(
+    directory = acl_directory(
         descriptors={"EX03": raw("server_default")[:70]},
         member_of={"EX02": ("ES", "ETS", "SOT")},
         nesting={"SOT": ("DA",)},
@@ -257,7 +259,7 @@ def test_malformed_descriptor_on_one_object() -> None:
 
 
 def test_missing_extended_right_is_a_clear_error() -> None:
-    directory = replace(lab(), extended_rights={})
+    directory = replace(acl_directory(), extended_rights={})
     with pytest.raises(FactUnavailable, match="ms-Exch-EPI-Token-Serialization was not found under CN=Extended-Rights"):
         acl01(directory, "EX01")
 
@@ -267,7 +269,7 @@ def test_missing_extended_right_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize("right", [TOKEN_SERIALIZATION, IMPERSONATION])
 def test_seed_002_protected_dacl_fails(right: str) -> None:
-    directory = lab(descriptors={"EX05": "server_protected"})
+    directory = acl_directory(descriptors={"EX05": "server_protected"})
     assert exchange_servers_hold_right(directory, directory.server("EX01"), right).met
     verdict = exchange_servers_hold_right(directory, directory.server("EX05"), right)
     assert not verdict.met and verdict.details["protected"] is True
@@ -281,20 +283,20 @@ def test_seed_002_protected_dacl_fails(right: str) -> None:
 
 
 def test_passing_names_the_granting_ace() -> None:
-    directory = lab()
+    directory = acl_directory()
     verdict = exchange_servers_hold_right(directory, directory.server("EX01"), TOKEN_SERIALIZATION)
     assert verdict.met and f"ACE #10 (A;CIID;CR;;;{DOMAIN_SID}-1117) (inherited)" in verdict.evidence
 
 
 def test_generic_all_to_exchange_servers_passes() -> None:
-    directory = lab(descriptors={"EX02": "server_es_generic_all"})
+    directory = acl_directory(descriptors={"EX02": "server_es_generic_all"})
     for right in (TOKEN_SERIALIZATION, IMPERSONATION):
         verdict = exchange_servers_hold_right(directory, directory.server("EX02"), right)
         assert verdict.met and f"(A;;GA;;;{DOMAIN_SID}-1117)" in verdict.evidence
 
 
 def test_explicit_deny_ahead_of_the_allow() -> None:
-    directory = lab(descriptors={"EX03": "server_protected_deny"})
+    directory = acl_directory(descriptors={"EX03": "server_protected_deny"})
     verdict = exchange_servers_hold_right(directory, directory.server("EX03"), TOKEN_SERIALIZATION)
     assert (
         not verdict.met
@@ -309,7 +311,7 @@ def test_explicit_deny_ahead_of_the_allow() -> None:
 
 
 def test_exchange_servers_nested_into_domain_admins() -> None:
-    directory = lab(nesting={"ES": ("DA",)})
+    directory = acl_directory(nesting={"ES": ("DA",)})
     verdict = exchange_servers_hold_right(directory, directory.server("EX01"), IMPERSONATION)
     assert (
         not verdict.met
@@ -322,13 +324,13 @@ def test_exchange_servers_nested_into_domain_admins() -> None:
 
 
 def test_allow_for_another_right_only() -> None:
-    directory = lab(descriptors={"EX06": "allow_other_right_only"})
+    directory = acl_directory(descriptors={"EX06": "allow_other_right_only"})
     verdict = exchange_servers_hold_right(directory, directory.server("EX06"), TOKEN_SERIALIZATION)
     assert not verdict.met and "allow ACEs for the group exist but none covers the right" in verdict.evidence
 
 
 def test_localised_group_name_and_domain() -> None:
-    directory = lab(descriptors={"EX05": "server_protected"}, names={"ES": "Serveurs Exchange"})
+    directory = acl_directory(descriptors={"EX05": "server_protected"}, names={"ES": "Serveurs Exchange"})
     verdict = exchange_servers_hold_right(directory, directory.server("EX05"), IMPERSONATION)
     assert '-User "LAB\\Serveurs Exchange"' in verdict.fix
     assert netbios_domain(directory) == "LAB"
@@ -338,21 +340,23 @@ def test_localised_group_name_and_domain() -> None:
 
 
 def test_membership_passes_directly_and_nested() -> None:
-    directory = lab(member_of={"EX02": ("ES", "G1")}, nesting={"G1": ("ETS",)})
+    directory = acl_directory(member_of={"EX02": ("ES", "G1")}, nesting={"G1": ("ETS",)})
     assert "directly" in exchange_group_membership(directory, directory.server("EX01")).evidence
     verdict = exchange_group_membership(directory, directory.server("EX02"))
     assert verdict.met and "Exchange Trusted Subsystem (via Helpdesk Servers)" in verdict.evidence
 
 
 def test_membership_missing_group() -> None:
-    directory = lab(member_of={"EX04": ("ES",)})
+    directory = acl_directory(member_of={"EX04": ("ES",)})
     verdict = exchange_group_membership(directory, directory.server("EX04"))
     assert not verdict.met and verdict.details["missing"] == [GROUPS["ETS"][0]]
     assert verdict.fix.splitlines()[0] == 'Add-ADGroupMember -Identity "Exchange Trusted Subsystem" -Members "EX04$"'
 
 
 def test_membership_uses_well_known_dns_not_names() -> None:
-    directory = lab(member_of={"EX04": ()}, names={"ES": "Serveurs Exchange", "ETS": "Sous-système approuvé Exchange"})
+    directory = acl_directory(
+        member_of={"EX04": ()}, names={"ES": "Serveurs Exchange", "ETS": "Sous-système approuvé Exchange"}
+    )
     verdict = exchange_group_membership(directory, directory.server("EX04"))
     assert '-Identity "Serveurs Exchange" -Members "EX04$"' in verdict.fix
     assert '-Identity "Sous-système approuvé Exchange"' in verdict.fix
@@ -367,7 +371,9 @@ def test_membership_uses_well_known_dns_not_names() -> None:
 def test_acl01_fix_keeps_hostile_names_inert() -> None:
     # A group and server objects named by someone who wants the admin to run code: every name reaches the fix.
     caller = "EX02\nRemove-Item C:\\ -Recurse"
-    directory = lab(member_of={"EX02": ("ES", "ETS", "SOT")}, nesting={"SOT": ("DA",)}, names={"SOT": HOSTILE})
+    directory = acl_directory(
+        member_of={"EX02": ("ES", "ETS", "SOT")}, nesting={"SOT": ("DA",)}, names={"SOT": HOSTILE}
+    )
     directory = renamed(renamed(directory, "EX01", f"EX01 {HOSTILE}"), "EX02", caller)
     fix = acl01(directory, caller).fix
     assert fix.splitlines()[0] == f'Remove-ADGroupMember -Identity {literal(HOSTILE)} -Members "EX02$" -Confirm:$false'
@@ -378,14 +384,14 @@ def test_acl01_fix_keeps_hostile_names_inert() -> None:
 
 
 def test_acl01_deny_ace_fix_quotes_the_server_and_the_trustee() -> None:
-    directory = renamed(lab(descriptors={"EX04": "deny_everyone"}), "EX04", HOSTILE)
+    directory = renamed(acl_directory(descriptors={"EX04": "deny_everyone"}), "EX04", HOSTILE)
     fix = acl01(directory, "EX01").fix
     assert fix.startswith(f'Remove-ADPermission -Identity {literal(HOSTILE)} -User "Everyone" -Deny')
     assert HOSTILE not in runnable_text(fix)
 
 
 def test_acl02_fix_quotes_domain_and_name_as_one_value() -> None:
-    directory = lab(descriptors={"EX05": "server_protected"}, names={"ES": HOSTILE})
+    directory = acl_directory(descriptors={"EX05": "server_protected"}, names={"ES": HOSTILE})
     directory = replace(directory, netbios_domain="LAB$(calc)")
     directory = renamed(directory, "EX05", f"EX05\n{HOSTILE}")
     fix = exchange_servers_hold_right(directory, directory.server(f"EX05\n{HOSTILE}"), TOKEN_SERIALIZATION).fix
@@ -399,7 +405,7 @@ def test_acl02_fix_quotes_domain_and_name_as_one_value() -> None:
 
 
 def test_acl02_nesting_fix_quotes_the_denied_group() -> None:
-    directory = lab(nesting={"ES": ("DA",)}, names={"DA": HOSTILE})
+    directory = acl_directory(nesting={"ES": ("DA",)}, names={"DA": HOSTILE})
     fix = exchange_servers_hold_right(directory, directory.server("EX01"), IMPERSONATION).fix
     assert fix.splitlines()[0] == (
         f'Remove-ADGroupMember -Identity {literal(HOSTILE)} -Members "Exchange Servers" -Confirm:$false'
@@ -408,7 +414,7 @@ def test_acl02_nesting_fix_quotes_the_denied_group() -> None:
 
 
 def test_grp01_fix_quotes_the_group() -> None:
-    directory = lab(member_of={"EX04": ("ES",)}, names={"ETS": HOSTILE})
+    directory = acl_directory(member_of={"EX04": ("ES",)}, names={"ETS": HOSTILE})
     fix = exchange_group_membership(directory, directory.server("EX04")).fix
     assert fix.splitlines()[0] == f'Add-ADGroupMember -Identity {literal(HOSTILE)} -Members "EX04$"'
     assert HOSTILE not in runnable_text(fix)

@@ -57,12 +57,12 @@ DOMAIN_RID_NAMES = {
     519: "Enterprise Admins",
 }
 
-Outcome = Literal["allowed", "denied", "not_granted"]
+AccessOutcome = Literal["allowed", "denied", "not_granted"]
 
 
 @dataclass(frozen=True)
 class AccessDecision:
-    outcome: Outcome
+    outcome: AccessOutcome
     reason: str
     ace: Ace | None = None  # the deciding ACE
     index: int | None = None  # its position in the DACL

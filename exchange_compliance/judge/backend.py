@@ -171,19 +171,19 @@ def backend_binding_exists(server: ExchangeServer, probe: ServerProbe | Unavaila
     """BE-01: the Exchange Back End site has an https binding on port 444."""
     if (skip := _not_mailbox(server)) is not None:
         return skip
-    facts = available(probe)
-    site, _ = _backend_bindings(facts)
+    probed = available(probe)
+    site, _ = _backend_bindings(probed)
     if site is not None:
         return Verdict.passed(
             f"'{BACKEND_SITE}' on {server.name} has https binding {site.binding_information} "
             f"(certificateHash {normalize_thumbprint(site.certificate_hash) or '(none)'})",
             binding=site.binding_information,
         )
-    found = [f"{b.protocol} {b.binding_information}" for b in facts.bindings if b.site.lower() == BACKEND_SITE.lower()]
+    found = [f"{b.protocol} {b.binding_information}" for b in probed.bindings if b.site.lower() == BACKEND_SITE.lower()]
     return Verdict.failed(
         f"'{BACKEND_SITE}' on {server.name} has no https binding on 444; its bindings: {', '.join(found) or 'none'}",
         # BE-01 has no `now`: pick the latest-expiring self-signed certificate; BE-02 judges its dates.
-        bind_backend_fix(server, facts, None),
+        bind_backend_fix(server, probed, None),
         bindings=found,
     )
 
@@ -199,23 +199,23 @@ def backend_certificate_valid(server: ExchangeServer, probe: ServerProbe | Unava
     """BE-02: the certificate bound to 0.0.0.0:444 is in the store, not expired, and names the host or FQDN."""
     if (skip := _not_mailbox(server)) is not None:
         return skip
-    facts = available(probe)
-    site, netsh = _backend_bindings(facts)
+    probed = available(probe)
+    site, netsh = _backend_bindings(probed)
     thumbprint, store, bindings = _bound(site, netsh)
     details: dict[str, object] = {"bound_thumbprint": thumbprint, "bindings": bindings}
     if thumbprint is None:
         return Verdict.failed(
             f"No certificate is bound to 444 on {server.name}: {bindings}",
-            bind_backend_fix(server, facts, now),
+            bind_backend_fix(server, probed, now),
             **details,
         )
     if (elsewhere := _other_store(store)) is not None:
         raise FactUnavailable(_unseen(server, thumbprint, elsewhere, "the binding on 444") + f": {bindings}")
-    cert = find_in_store(facts, thumbprint)
+    cert = find_in_store(probed, thumbprint)
     if cert is None:
         return Verdict.failed(
             f"The certificate bound to 444, {thumbprint}, is not in {server.name}'s LocalMachine\\My: {bindings}",
-            bind_backend_fix(server, facts, now),
+            bind_backend_fix(server, probed, now),
             **details,
         )
     info = store_info(cert, server.name)
@@ -228,7 +228,7 @@ def backend_certificate_valid(server: ExchangeServer, probe: ServerProbe | Unava
     evidence = f"{bindings}. Bound certificate: {info.describe()}; {checked}"
     details.update(certificate=info.describe(), checked=list(host_names(server)))
     if problems:
-        fix = bind_backend_fix(server, facts, now)
+        fix = bind_backend_fix(server, probed, now)
         return Verdict.failed(f"{evidence}. Problem: {'; '.join(problems)}", fix, **details)
     return Verdict.passed(f"{evidence}; {info.validity(now)}", **details)
 
@@ -239,13 +239,13 @@ def backend_presents_valid_certificate(
     """BE-03: a TLS handshake to the FQDN on 444 presents a certificate valid for it now, the one bound there."""
     if (skip := _not_mailbox(server)) is not None:
         return skip
-    facts, hello = available(probe), available(handshake)
+    probed, hello = available(probe), available(handshake)
     try:
         info = certificate_info(hello.der)
     except CertificateError as exc:
         raise FactUnavailable(f"the certificate {server.name} presented on {hello.port} does not parse: {exc}") from exc
     fqdn = server.fqdn or hello.host
-    thumbprint, _store, bindings = _bound(*_backend_bindings(facts))
+    thumbprint, _store, bindings = _bound(*_backend_bindings(probed))
     matched, checked = _name_check(info, (fqdn,))
     problems = [] if info.is_valid_at(now) else [info.validity(now)]
     if matched is None:
@@ -263,7 +263,7 @@ def backend_presents_valid_certificate(
     details = {"presented": info.thumbprint, "bound": thumbprint, "fqdn": fqdn}
     if not problems:
         return Verdict.passed(f"{evidence}; {info.validity(now)}", **details)
-    bound = find_in_store(facts, thumbprint) if thumbprint else None
+    bound = find_in_store(probed, thumbprint) if thumbprint else None
     bound_info = store_info(bound, server.name) if bound else None
     if differs and bound_info is not None and bound_info.is_valid_at(now) and bound_info.matches_host(fqdn):
         # The binding itself is right: make IIS serve it, then look for what else answers on 444.
@@ -273,7 +273,7 @@ def backend_presents_valid_certificate(
             f"straight to {comment(fqdn)}."
         )
     else:
-        fix = bind_backend_fix(server, facts, now)
+        fix = bind_backend_fix(server, probed, now)
     return Verdict.failed(f"{evidence}. Problem: {'; '.join(problems)}", fix, **details)
 
 
@@ -323,8 +323,8 @@ def iis_certificates_not_expired(server: ExchangeServer, probe: ServerProbe | Un
     """GATE-01: no certificate bound in IIS (443, 444) has expired or is missing, or CU setup fails on it."""
     if server.is_edge:
         return Verdict.not_applicable(f"{server.name} is an Edge Transport server: CU setup binds no IIS certificate")
-    facts = available(probe)
-    bound = _iis_bound(facts)
+    probed = available(probe)
+    bound = _iis_bound(probed)
     if not bound:
         return Verdict.passed(f"No certificate is bound on 443 or 444 on {server.name}", bound={})
     problems, fixes, seen, unseen = [], [], [], []
@@ -336,13 +336,13 @@ def iis_certificates_not_expired(server: ExchangeServer, probe: ServerProbe | Un
         if len(elsewhere) == len(bindings):
             unseen.append(_unseen(server, thumbprint, " or ".join(dict.fromkeys(elsewhere)), ", ".join(where)))
             continue
-        cert = find_in_store(facts, thumbprint)
+        cert = find_in_store(probed, thumbprint)
         info = store_info(cert, server.name) if cert else None
         if info is not None and not info.is_expired(now):
             continue
         state = f"expired: {info.describe()}" if info else "not in LocalMachine\\My"
         problems.append(f"{', '.join(where)} → {thumbprint}, {state}")
-        fixes += _gate01_fixes(server, facts, info, where, now)
+        fixes += _gate01_fixes(server, probed, info, where, now)
     details = {"bound": {tp: [w for w, _ in bindings] for tp, bindings in bound.items()}}
     if problems:
         fix = "# Bind a valid certificate before running setup.\n" + "\n".join(dict.fromkeys(fixes))
@@ -354,13 +354,13 @@ def iis_certificates_not_expired(server: ExchangeServer, probe: ServerProbe | Un
 
 
 def _gate01_fixes(
-    server: ExchangeServer, facts: ServerProbe, info: CertificateInfo | None, where: list[str], now: datetime
+    server: ExchangeServer, probed: ServerProbe, info: CertificateInfo | None, where: list[str], now: datetime
 ) -> list[str]:
     fixes = []
     if any(":444" in w for w in where):
-        fixes.append(bind_backend_fix(server, facts, now))
+        fixes.append(bind_backend_fix(server, probed, now))
     if any(":443" in w for w in where):
-        new = _replacement(server, facts, info, now)
+        new = _replacement(server, probed, info, now)
         fixes.append(
             f"Enable-ExchangeCertificate -Server {argument(server.name)} -Thumbprint {argument(new)} -Services IIS "
             "-Force\niisreset"
