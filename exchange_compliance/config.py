@@ -11,6 +11,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .facts import WARNING_DAYS_RANGE, JudgingSettings
+
 # how many runs' files reports/<org>/ keeps unless [reports] keep says otherwise
 REPORTS_KEEP = 30
 # What a POSIX shell accepts as a variable name. Anything else in a *_env key is most likely the secret itself.
@@ -113,12 +115,9 @@ class OrgConfig:
             _env(self, "winrm", "password_env", self.winrm.password_env),
         )
 
-    def judging_settings(self) -> dict[str, object]:
+    def judging_settings(self) -> JudgingSettings:
         """The settings the judges need; kept with the facts so a snapshot is judged as it was collected."""
-        return {
-            "hybrid": self.hybrid,
-            "auth_certificate_warning_days": self.auth_certificate_warning_days,
-        }
+        return JudgingSettings(self.hybrid, self.auth_certificate_warning_days)
 
 
 def _env(config: OrgConfig, section: str, key: str, variable: str) -> str:
@@ -356,7 +355,7 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
         directory=directory_settings,
         winrm=winrm_settings,
         tls_timeout_seconds=backend.number("timeout_seconds", 10),
-        auth_certificate_warning_days=thresholds.integer("auth_certificate_warning_days", 60, high=3650),
+        auth_certificate_warning_days=thresholds.integer("auth_certificate_warning_days", 60, *WARNING_DAYS_RANGE),
         include=servers.strings("include"),
         exclude=servers.strings("exclude"),
         addresses=addresses,

@@ -220,6 +220,35 @@ class Unavailable:
     reason: str
 
 
+class InvalidFact(ValueError):
+    """A value outside what the fact can be; `key` names the field (the evidence reader adds where it was)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+# [thresholds] auth_certificate_warning_days: the org config and an evidence file accept the same days.
+WARNING_DAYS_RANGE = (0, 3650)
+
+
+@dataclass(frozen=True)
+class JudgingSettings:
+    """The org config's settings the judges need, recorded with the facts so that a replay judges the same."""
+
+    hybrid: bool
+    auth_certificate_warning_days: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hybrid, bool):
+            raise InvalidFact("hybrid", f"expected true or false, got {self.hybrid!r}")
+        days, (low, high) = self.auth_certificate_warning_days, WARNING_DAYS_RANGE
+        if isinstance(days, bool) or not isinstance(days, int):
+            raise InvalidFact("auth_certificate_warning_days", f"expected a whole number of days, got {days!r}")
+        if not low <= days <= high:
+            raise InvalidFact("auth_certificate_warning_days", f"{days} is out of range {low}..{high}")
+
+
 @dataclass(frozen=True)
 class OrgFacts:
     org: str
@@ -229,7 +258,7 @@ class OrgFacts:
     checked: tuple[str, ...]
     probes: dict[str, ServerProbe | Unavailable]
     handshakes: dict[str, Handshake | Unavailable]
-    settings: dict[str, object] = field(default_factory=dict)
+    settings: JudgingSettings
 
     def checked_servers(self) -> tuple[ExchangeServer, ...]:
         wanted = {name.lower() for name in self.checked}

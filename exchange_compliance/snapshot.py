@@ -70,7 +70,10 @@ def _decode(kind: object, value: object, where: str) -> object:
                 arguments[f.name] = _decode(hints[f.name], value[f.name], f"{where}.{f.name}")
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise SnapshotError(f"{where}.{f.name}: missing")
-        return kind(**arguments)
+        try:
+            return kind(**arguments)
+        except facts.InvalidFact as exc:
+            raise SnapshotError(f"{where}.{exc.key}: {exc}") from None
     if origin is tuple:
         item = typing.get_args(kind)[0]
         return tuple(_decode(item, v, f"{where}[{i}]") for i, v in enumerate(_list(value, where)))

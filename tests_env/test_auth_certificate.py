@@ -21,13 +21,13 @@ def test_auth_certificate_is_on_the_server_with_its_private_key(directory, serve
 @requirement("AUTH-03")
 def test_auth_certificate_has_not_expired(directory, probes, now, settings, judge):
     """The current Auth certificate has not expired."""
-    verdict = judge(auth.auth_certificate_not_expired(directory, probes, now, hybrid=settings["hybrid"]))
+    verdict = judge(auth.auth_certificate_not_expired(directory, probes, now, hybrid=settings.hybrid))
     assert verdict.met, verdict.evidence
 
 
 @requirement("AUTH-04")
 def test_auth_certificate_has_time_left_or_a_staged_successor(directory, servers, probes, now, settings, judge):
     """At least the warning days left, or a next certificate staged in time on every Mailbox/CAS server."""
-    warn_days = settings["auth_certificate_warning_days"]
+    warn_days = settings.auth_certificate_warning_days
     verdict = judge(auth.auth_certificate_renewal(directory, servers, probes, now, warn_days=warn_days))
     assert verdict.met, verdict.evidence

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from exchange_compliance import snapshot
-from exchange_compliance.facts import ExchangeServer, Handshake, OrgFacts, Unavailable, Version
+from exchange_compliance.facts import ExchangeServer, Handshake, JudgingSettings, OrgFacts, Unavailable, Version
 
 pytest_plugins = ["pytester"]
 
@@ -92,7 +92,7 @@ def build_org(
             store.append(store_cert(auth))
         probes[s.name] = replace(probe(*store, backend=thumb(bound), frontend=thumb(own)), computer_name=s.name)
         handshakes[s.name] = Handshake(s.fqdn, "127.0.0.1", 444, bound, "TLSv1.2")  # type: ignore[arg-type]
-    settings = {"hybrid": False, "auth_certificate_warning_days": 60}
+    settings = JudgingSettings(hybrid=False, auth_certificate_warning_days=60)
     return OrgFacts(org, NOW, directory, tuple(s.name for s in servers), probes, handshakes, settings)
 
 

@@ -1,5 +1,6 @@
 """A wrong org config stops the run with one short message naming the file and the key."""
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from conftest import CREDENTIALS
 from exchange_compliance.collect import collect_org, winrm
 from exchange_compliance.config import ConfigError, load_org_config, resolve_org_path
+from exchange_compliance.facts import JudgingSettings
 
 MINIMAL = """
 [directory]
@@ -96,10 +98,10 @@ def test_keys_of_earlier_versions_say_what_to_do(tmp_path, section, key, why):
 
 def test_backend_port_is_not_a_judging_setting(tmp_path):
     # The judges and probe.ps1 read 444: a port recorded with the facts would claim a choice there is not.
-    assert load_org_config(write(tmp_path, MINIMAL)).judging_settings() == {
-        "hybrid": False,
-        "auth_certificate_warning_days": 60,
-    }
+    assert load_org_config(write(tmp_path, MINIMAL)).judging_settings() == JudgingSettings(
+        hybrid=False, auth_certificate_warning_days=60
+    )
+    assert [field.name for field in fields(JudgingSettings)] == ["hybrid", "auth_certificate_warning_days"]
 
 
 def test_missing_required_key(tmp_path):

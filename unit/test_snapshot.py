@@ -1,6 +1,7 @@
 """Facts survive the evidence file: collect at a customer, judge later, replay a bug report."""
 
 import json
+import re
 import typing
 from datetime import UTC, datetime
 
@@ -12,6 +13,7 @@ from exchange_compliance.facts import (
     Directory,
     ExchangeServer,
     Handshake,
+    JudgingSettings,
     OrgFacts,
     Principal,
     ServerProbe,
@@ -65,7 +67,7 @@ def sample_facts() -> OrgFacts:
         checked=("EX01", "EDGE01"),
         probes={"EX01": probe, "EDGE01": Unavailable("winrm", "EDGE01", "connection refused")},
         handshakes={"EX01": Handshake("ex01.contoso.com", "10.0.0.1", 444, b"\x30\x82", "TLSv1.2")},
-        settings={"hybrid": True, "auth_certificate_warning_days": 60},
+        settings=JudgingSettings(hybrid=True, auth_certificate_warning_days=60),
     )
 
 
@@ -79,6 +81,41 @@ def test_evidence_from_before_the_dc_list_still_loads():
     del document["facts"]["directory"]["domain_controller"], document["facts"]["directory"]["skipped_controllers"]
     directory = snapshot.loads(json.dumps(document)).directory
     assert directory.domain_controller is None and directory.skipped_controllers == ()
+
+
+def test_an_evidence_file_with_settings_as_a_plain_object_still_loads():
+    # Files written before JudgingSettings carry the settings as a JSON object with their two keys, no type tag.
+    document = json.loads(snapshot.dumps(sample_facts()))
+    document["facts"]["settings"] = {"hybrid": True, "auth_certificate_warning_days": 60}
+    facts = snapshot.loads(json.dumps(document))
+    assert facts == sample_facts()
+    assert facts.settings == JudgingSettings(hybrid=True, auth_certificate_warning_days=60)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("hybrid", "yes", "settings.hybrid: expected bool, got 'yes'"),
+        ("hybrid", 1, "settings.hybrid: expected bool, got 1"),
+        ("auth_certificate_warning_days", 3651, "settings.auth_certificate_warning_days: 3651 is out of range 0..3650"),
+        ("auth_certificate_warning_days", -1, "settings.auth_certificate_warning_days: -1 is out of range 0..3650"),
+        ("auth_certificate_warning_days", "60", "settings.auth_certificate_warning_days: expected int, got '60'"),
+        ("auth_certificate_warning_days", 60.5, "settings.auth_certificate_warning_days: expected int, got 60.5"),
+        ("auth_certificate_warning_days", True, "settings.auth_certificate_warning_days: expected a whole number"),
+    ],
+)
+def test_judging_settings_are_checked_when_an_evidence_file_is_read(key, value, message):
+    document = json.loads(snapshot.dumps(sample_facts()))
+    document["facts"]["settings"][key] = value
+    with pytest.raises(snapshot.SnapshotError, match=re.escape(f"evidence.{message}")):
+        snapshot.loads(json.dumps(document), "evidence")
+
+
+def test_an_evidence_file_without_judging_settings_is_refused():
+    document = json.loads(snapshot.dumps(sample_facts()))
+    del document["facts"]["settings"]["auth_certificate_warning_days"]
+    with pytest.raises(snapshot.SnapshotError, match=r"^evidence\.settings\.auth_certificate_warning_days: missing$"):
+        snapshot.loads(json.dumps(document), "evidence")
 
 
 def test_checked_servers_follow_the_directory_order():

@@ -14,7 +14,16 @@ import pytest
 
 from ..catalog import SEVERITIES, Requirement, catalog, severity_rank
 from ..config import REPORTS_KEEP
-from ..facts import Directory, ExchangeServer, Handshake, OrgFacts, ServerProbe, Unavailable, Version
+from ..facts import (
+    Directory,
+    ExchangeServer,
+    Handshake,
+    JudgingSettings,
+    OrgFacts,
+    ServerProbe,
+    Unavailable,
+    Version,
+)
 from ..judge.verdict import Verdict
 from . import gate, html, results, waivers
 from .run import RUN, ComplianceRun
@@ -166,7 +175,7 @@ def now(org: OrgFacts) -> datetime:
 
 
 @pytest.fixture(scope="session")
-def settings(org: OrgFacts) -> dict[str, object]:
+def settings(org: OrgFacts) -> JudgingSettings:
     """The org config's judging settings (hybrid, thresholds), as recorded with the facts."""
     return org.settings
 
