@@ -275,3 +275,18 @@ class OrgFacts:
             if isinstance(fact, Unavailable):
                 found.setdefault(fact.server, []).append(fact)
         return {server: tuple(found[server]) for server in sorted(found)}
+
+    def unreachable_text(self) -> str:
+        """EX05 (winrm: connection refused, tls: ...); ...: each unreachable server and why."""
+        return "; ".join(
+            f"{server} ({', '.join(f'{u.source}: {u.reason}' for u in why)})"
+            for server, why in self.unreachable().items()
+        )
+
+    def no_server_answered(self) -> str | None:
+        """Why the org could not be checked although the directory answered: not one checked server did (the audit
+        host is cut off; the run exits 6). None when a checked server answered, or none is checked."""
+        servers = self.checked_servers()
+        if not servers or any(isinstance(self.probes.get(s.name), ServerProbe) for s in servers):
+            return None
+        return f"no checked Exchange server answered: {self.unreachable_text()}"

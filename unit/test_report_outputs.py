@@ -14,7 +14,7 @@ import pytest
 from conftest import CREDENTIALS, ORG, build_org, live_org, run_suite
 from exchange_compliance.config import ConfigError, load_org_config
 from exchange_compliance.facts import Unavailable
-from exchange_compliance.plugin import fixplan, history, results, summary
+from exchange_compliance.plugin import fixplan, history, results
 from exchange_compliance.plugin.results import OUTCOMES, SCHEMA
 
 ROW_KEYS = {"requirement", "title", "server", "outcome", "severity", "message", "fix", "source", "details"}
@@ -281,6 +281,6 @@ def test_which_servers_are_unreachable_has_one_answer():
         rows=[], org=facts, started=facts.collected_at, duration=0, suite_version="v", evidence=None
     )
     assert document["unreachable"] == ["EX01", "EX03"]
-    assert summary.unreachable_text(facts) == (
+    assert facts.unreachable_text() == (
         "EX01 (tls: timed out); EX03 (winrm: connection refused on 5986, tls: connection refused on 444)"
     )

@@ -28,7 +28,7 @@ from ..facts import OrgFacts
 from ..snapshot import SnapshotError
 from . import fixplan, gate, history, results, waivers
 from .gate import Target
-from .summary import no_server_answered, terminal_lines
+from .summary import terminal_lines
 
 # Beside pytest's own exit codes (0 passed, 1 failed, 4 usage or config error): nothing could be checked.
 EXIT_ORG_UNREACHABLE = 6
@@ -225,7 +225,7 @@ class ComplianceRun:
         """Judge the run (once): the verdict, the waivers' fate, the changes since the last run."""
         if self._outcome is not None:
             return self._outcome
-        unreachable = self.unreachable_reason or (self.facts and no_server_answered(self.facts))
+        unreachable = self.unreachable_reason or (self.facts and self.facts.no_server_answered())
         verdict = gate.judge(self.rows, self.fail_on, self.target is not None, self.broken, unreachable or None)
         self._outcome = Outcome(
             rows=sorted(self.rows, key=results.sort_key),

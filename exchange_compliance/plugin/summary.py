@@ -15,7 +15,7 @@ import pytest
 
 from .. import __version__
 from ..catalog import catalog, severity_rank
-from ..facts import OrgFacts, ServerProbe
+from ..facts import OrgFacts
 from .history import Changes
 from .results import FAILING, OUTCOMES, is_warning, where
 from .waivers import WaiverStatus
@@ -67,7 +67,7 @@ def run_facts(run: ComplianceRun) -> list[tuple[str, str]]:
         ("Facts", f"{source}, collected {when(facts.collected_at.isoformat())}"),
         *([("Domain controller", controller_text(facts))] if facts.directory.domain_controller else []),
         ("Servers checked", f"{len(servers)}: {named}" if servers else "none"),
-        ("Unreachable", unreachable_text(facts) or "none"),
+        ("Unreachable", facts.unreachable_text() or "none"),
         ("Suite", f"exchange-compliance {__version__}"),
     ]
 
@@ -77,21 +77,6 @@ def controller_text(facts: OrgFacts) -> str:
     directory = facts.directory
     skipped = "; ".join(entry.replace(": ", " skipped: ", 1) for entry in directory.skipped_controllers)
     return f"{directory.domain_controller} ({skipped})" if skipped else str(directory.domain_controller)
-
-
-def unreachable_text(facts: OrgFacts) -> str:
-    """EX05 (winrm: connection refused, tls: ...); ...: each unreachable server and why."""
-    return "; ".join(
-        f"{server} ({', '.join(f'{u.source}: {u.reason}' for u in why)})" for server, why in facts.unreachable().items()
-    )
-
-
-def no_server_answered(facts: OrgFacts) -> str | None:
-    """Exit 6 also when the directory answered but not one checked server did: the audit host is cut off."""
-    servers = facts.checked_servers()
-    if not servers or any(isinstance(facts.probes.get(s.name), ServerProbe) for s in servers):
-        return None
-    return f"no checked Exchange server answered: {unreachable_text(facts)}"
 
 
 def terminal_lines(run: ComplianceRun, config: pytest.Config) -> list[str]:
