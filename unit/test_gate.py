@@ -10,8 +10,9 @@ from conftest import build_org
 from exchange_compliance.builds import CU_BUILDS
 from exchange_compliance.facts import Version
 from exchange_compliance.judge.cu_gate import EXCHANGE_2016_CU6, EXCHANGE_2016_CU7
-from exchange_compliance.plugin import gate
+from exchange_compliance.plugin import run_verdict
 from exchange_compliance.plugin.gate import TargetError, parse_target, target_from_options
+from exchange_compliance.plugin.results import Row
 
 
 @pytest.mark.parametrize(
@@ -68,33 +69,36 @@ def test_gate_and_target_go_together():
         target_from_options(False, "2016 CU23")
 
 
-def row(requirement: str, outcome: str, severity: str, server: str | None = "EX01", **details: object) -> dict:
-    return {"requirement": requirement, "server": server, "outcome": outcome, "severity": severity, "details": details}
+def row(requirement: str, outcome: str, severity: str, server: str | None = "EX01", **details: object) -> Row:
+    return Row.from_dict(
+        {"requirement": requirement, "server": server, "outcome": outcome, "severity": severity, "details": details}
+    )
 
 
 def test_what_blocks():
-    assert gate.blocks(row("BE-02", "failed", "critical"), "high", gate=False)
-    assert gate.blocks(row("BE-01", "error", "high"), "high", gate=False)  # not checked is not known to be met
-    assert not gate.blocks(row("EWS-01", "failed", "medium"), "high", gate=False)
-    assert gate.blocks(row("EWS-01", "failed", "medium"), "medium", gate=False)
-    assert not gate.blocks(row("BE-02", "waived", "critical"), "low", gate=False)
-    assert not gate.blocks(row("GATE-02", "failed", "high"), "critical", gate=False)
-    assert gate.blocks(row("GATE-02", "failed", "high"), "critical", gate=True)  # a gate requirement always blocks
+    assert run_verdict.blocks(row("BE-02", "failed", "critical"), "high", gate=False)
+    assert run_verdict.blocks(row("BE-01", "error", "high"), "high", gate=False)  # not checked is not known to be met
+    assert not run_verdict.blocks(row("EWS-01", "failed", "medium"), "high", gate=False)
+    assert run_verdict.blocks(row("EWS-01", "failed", "medium"), "medium", gate=False)
+    assert not run_verdict.blocks(row("BE-02", "waived", "critical"), "low", gate=False)
+    assert not run_verdict.blocks(row("GATE-02", "failed", "high"), "critical", gate=False)
+    gate_requirement = row("GATE-02", "failed", "high")
+    assert run_verdict.blocks(gate_requirement, "critical", gate=True)  # a gate requirement always blocks
 
 
 def test_verdict_lines():
     rows = [row("EWS-01", "failed", "medium"), row("GATE-02", "passed", "high", warning=True)]
-    passed = gate.judge(rows, "high", False, [], None)
+    passed = run_verdict.judge_rows(rows, "high", False, [], None)
     assert not passed.failed
     assert passed.line() == "PASS: nothing fails at or above high; 1 below it; warning: GATE-02 on EX01"
     target = parse_target("2016 CU6")
-    failing = gate.judge([*rows, row("AUTH-03", "failed", "critical", None)], "high", True, [], None)
+    failing = run_verdict.judge_rows([*rows, row("AUTH-03", "failed", "critical", None)], "high", True, [], None)
     assert failing.line(target) == (
         "NO-GO Exchange 2016 CU6 (15.1.1034.26): 1 blocking at or above high: AUTH-03 (org) (critical, failed)"
     )
-    broken = gate.judge([], "high", False, ["tests_env/test_x.py::test_y"], None)
+    broken = run_verdict.judge_rows([], "high", False, ["tests_env/test_x.py::test_y"], None)
     assert broken.failed and "tests_env/test_x.py::test_y (a check broke outside any requirement)" in broken.line()
-    assert gate.judge([], "high", True, [], "ldap down").line(target).startswith("NO-GO Exchange 2016 CU6")
+    assert run_verdict.judge_rows([], "high", True, [], "ldap down").line(target).startswith("NO-GO Exchange 2016 CU6")
 
 
 # --- in a run ----------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from conftest import CREDENTIALS, ORG, build_org, live_org, run_suite
 from exchange_compliance.config import ConfigError, load_org_config
 from exchange_compliance.facts import Unavailable
 from exchange_compliance.plugin import fixplan, history, results
-from exchange_compliance.plugin.results import OUTCOMES, SCHEMA
+from exchange_compliance.plugin.results import OUTCOMES, SCHEMA, Row
 
 ROW_KEYS = {"requirement", "title", "server", "outcome", "severity", "message", "fix", "source", "details"}
 
@@ -49,6 +49,14 @@ def test_results_document_has_run_metadata_and_stable_rows(runs, latest):
     )  # failures first
     be02 = next(r for r in latest["rows"] if r["requirement"] == "BE-02" and r["server"] == "EX02")
     assert be02["outcome"] == "failed" and be02["severity"] == "critical" and "EX02" in be02["fix"]
+
+
+def test_a_row_is_the_dict_latest_json_holds_in_its_order(latest):
+    # Other tools read latest.json: the typed row converts to and from it, key for key and in the same order.
+    order = ["requirement", "title", "server", "outcome", "severity", "message", "fix", "source", "details"]
+    for data in latest["rows"]:
+        assert list(data) == order
+        assert json.dumps(Row.from_dict(data).as_dict()) == json.dumps(data)
 
 
 def test_timestamped_copies_beside_latest(runs, latest):
@@ -118,17 +126,17 @@ def test_fix_plan_in_the_report(runs):
 
 
 def test_fix_plan_comments_every_line_of_evidence():
-    row = {
-        "requirement": "GRP-01",
-        "title": "t",
-        "server": "EX01",
-        "outcome": "failed",
-        "severity": "high",
-        "message": "line one\nRemove-Item C:\\ -Recurse",
-        "fix": "Add-ADGroupMember x",
-        "source": "s",
-        "details": {},
-    }
+    row = Row(
+        requirement="GRP-01",
+        title="t",
+        server="EX01",
+        outcome="failed",
+        severity="high",
+        message="line one\nRemove-Item C:\\ -Recurse",
+        fix="Add-ADGroupMember x",
+        source="s",
+        details={},
+    )
     text = fixplan.powershell([row], org="o", started="now", results_name="r.json", version="v")
     assert "#   Remove-Item C:\\ -Recurse" in text.splitlines()
     assert "Remove-Item C:\\ -Recurse" not in [line for line in text.splitlines() if not line.startswith("#")]

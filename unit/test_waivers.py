@@ -11,6 +11,7 @@ import pytest
 from conftest import build_org
 from exchange_compliance.config import ConfigError
 from exchange_compliance.plugin import waivers
+from exchange_compliance.plugin.results import Row
 from exchange_compliance.plugin.waivers import Waiver
 
 TODAY = date(2026, 3, 1)
@@ -42,8 +43,16 @@ def error_of(tmp_path: Path, text: str) -> str:
     return str(caught.value)
 
 
-def row(requirement: str = "EWS-01", server: str | None = "EX04", outcome: str = "failed") -> dict:
-    return {"requirement": requirement, "server": server, "outcome": outcome, "details": {"found": 1}}
+def row(requirement: str = "EWS-01", server: str | None = "EX04", outcome: str = "failed") -> Row:
+    return Row.from_dict(
+        {
+            "requirement": requirement,
+            "server": server,
+            "outcome": outcome,
+            "severity": "medium",
+            "details": {"found": 1},
+        }
+    )
 
 
 def waiver(requirement: str = "EWS-01", server: str = "EX04", expires: date = TODAY, number: int = 1) -> Waiver:
@@ -125,35 +134,35 @@ def test_locate_prefers_the_option_and_needs_it_to_exist(tmp_path):
 
 def test_waiver_turns_a_failure_into_waived_and_keeps_the_evidence():
     waived = waivers.apply(row(), (waiver(),), TODAY)
-    assert waived["outcome"] == "waived"
-    assert waived["details"]["waiver"]["justification"] == "because"
-    assert waived["details"]["waived_outcome"] == "failed" and waived["details"]["found"] == 1
+    assert waived.outcome == "waived"
+    assert waived.details["waiver"]["justification"] == "because"
+    assert waived.details["waived_outcome"] == "failed" and waived.details["found"] == 1
 
 
 def test_waiver_covers_errors_and_leaves_passes_alone():
-    assert waivers.apply(row(outcome="error"), (waiver(),), TODAY)["outcome"] == "waived"
+    assert waivers.apply(row(outcome="error"), (waiver(),), TODAY).outcome == "waived"
     passed = row(outcome="passed")
     assert waivers.apply(passed, (waiver(),), TODAY) is passed
 
 
 def test_expiry_day_is_included_and_the_day_after_is_not():
-    assert waivers.apply(row(), (waiver(expires=TODAY),), TODAY)["outcome"] == "waived"
+    assert waivers.apply(row(), (waiver(expires=TODAY),), TODAY).outcome == "waived"
     expired = waivers.apply(row(), (waiver(expires=TODAY - timedelta(days=1)),), TODAY)
-    assert expired["outcome"] == "failed"
-    assert expired["details"]["expired_waiver"]["expires"] == (TODAY - timedelta(days=1)).isoformat()
+    assert expired.outcome == "failed"
+    assert expired.details["expired_waiver"]["expires"] == (TODAY - timedelta(days=1)).isoformat()
 
 
 def test_server_match_is_case_insensitive_and_all_covers_every_server_and_the_org():
-    assert waivers.apply(row(server="ex04"), (waiver(),), TODAY)["outcome"] == "waived"
-    assert waivers.apply(row(server="EX05"), (waiver(),), TODAY)["outcome"] == "failed"
-    assert waivers.apply(row(server="EX05"), (waiver(server="all"),), TODAY)["outcome"] == "waived"
+    assert waivers.apply(row(server="ex04"), (waiver(),), TODAY).outcome == "waived"
+    assert waivers.apply(row(server="EX05"), (waiver(),), TODAY).outcome == "failed"
+    assert waivers.apply(row(server="EX05"), (waiver(server="all"),), TODAY).outcome == "waived"
     org_row = row("AUTH-03", None)
-    assert waivers.apply(org_row, (waiver("AUTH-03", "all"),), TODAY)["outcome"] == "waived"
+    assert waivers.apply(org_row, (waiver("AUTH-03", "all"),), TODAY).outcome == "waived"
 
 
 def test_a_named_server_wins_over_all():
     found = waivers.apply(row(), (waiver(server="all", number=1), waiver(number=2)), TODAY)
-    assert found["details"]["waiver"]["server"] == "EX04"
+    assert found.details["waiver"]["server"] == "EX04"
 
 
 def test_status_of_each_waiver():

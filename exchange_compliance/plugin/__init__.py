@@ -12,8 +12,7 @@ from datetime import datetime
 
 import pytest
 
-from ..catalog import SEVERITIES, Requirement, catalog, severity_rank
-from ..config import REPORTS_KEEP
+from ..catalog import Requirement, catalog, severity_rank
 from ..facts import (
     Directory,
     ExchangeServer,
@@ -25,7 +24,8 @@ from ..facts import (
     Version,
 )
 from ..judge.verdict import Verdict
-from . import gate, html, results, waivers
+from . import html, results, waivers
+from .options import add_options
 from .run import RUN, ComplianceRun
 
 VERDICT = pytest.StashKey[Verdict]()
@@ -39,60 +39,33 @@ def requirement(requirement_id: str) -> pytest.MarkDecorator:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("exchange-compliance")
-    group.addoption("--org", help="the org to check: NAME for orgs/NAME.toml, or a path to an org .toml file")
-    group.addoption(
-        "--org-snapshot", metavar="FILE", help="judge the facts of an evidence file instead of collecting them live"
-    )
-    group.addoption("--reports-dir", default="reports", help="where reports/<org>/ is written (default: reports)")
-    group.addoption(
-        "--fail-on",
-        choices=SEVERITIES,
-        help="fail the run (exit 1) when a requirement of this severity or above fails or cannot be checked "
-        f"(default: {gate.DEFAULT_FAIL_ON})",
-    )
-    group.addoption(
-        "--gate", action="store_true", help="CU gate: add GATE-02 for --target-version and end with GO / NO-GO"
-    )
-    group.addoption(
-        "--target-version", metavar="BUILD", help='the cumulative update to gate: 15.1.2507.6 or a name, "2016 CU23"'
-    )
-    group.addoption(
-        "--waivers", metavar="FILE", help="the waivers file (default: orgs/<org>.waivers.toml when it exists)"
-    )
-    group.addoption(
-        "--keep-reports",
-        type=int,
-        metavar="N",
-        help=f"keep the files of the newest N runs in reports/<org>/ (default: [reports] keep, else {REPORTS_KEEP})",
-    )
+    add_options(parser)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requirement(id): the catalog requirement a tests_env test checks")
-    run = ComplianceRun.from_options(config)
+    run = ComplianceRun.from_config(config)
     if run is None:
         return
     config.stash[RUN] = run
     config.pluginmanager.register(run, "exchange-compliance-run")
     # Before pytest-html's own pytest_configure, which reads these: the report is written with no extra flags.
     if not getattr(config.option, "htmlpath", None):
-        config.option.htmlpath = str(run.report_dir / "latest.html")
+        config.option.htmlpath = str(run.options.report_dir / "latest.html")
         config.option.self_contained_html = True
     # Likewise before junitxml's: JUnit XML for CI systems, with the requirement as a property of each case.
     if not getattr(config.option, "xmlpath", None):
-        config.option.xmlpath = str(run.report_dir / "latest.xml")
+        config.option.xmlpath = str(run.options.report_dir / "latest.xml")
     config.pluginmanager.register(html, "exchange-compliance-html")
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
     # The terminal counts waived and not-applicable rows in the suite's words, not as xfailed / skipped.
-    # Collection reports have no user_properties.
-    row = next((value for key, value in getattr(report, "user_properties", ()) if key == results.ROW_KEY), None)
-    if row is not None and row["outcome"] == "waived":
+    row = results.row_of(report)
+    if row is not None and row.outcome == "waived":
         return "waived", "w", "WAIVED"
-    if row is not None and row["outcome"] == "not_applicable":
+    if row is not None and row.outcome == "not_applicable":
         return "not applicable", "n", "N/A"
     return None
 
@@ -103,12 +76,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # The most severe requirements run first, so the report lists their failures first within each result.
     items.sort(key=lambda item: -severity_rank(found.severity) if (found := _requirement_of(item)) else 0)
     run = config.stash.get(RUN, None)
-    if run is not None and run.facts is None and run.unreachable_reason:
+    if run is not None and run.facts is None and run.not_checked:
         # Nothing to judge: the run ends with the reason in its report and exit status 6.
         config.hook.pytest_deselected(items=items[:])
         items.clear()
         return
-    if run is not None and run.target is None:
+    if run is not None and run.options.target is None:
         # Requirements about a target version (GATE-02) exist only in a CU gate run.
         gated = [item for item in items if "target_version" in getattr(item, "fixturenames", ())]
         if gated:
@@ -135,19 +108,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
     marker = item.get_closest_marker("requirement")
     if marker is not None and (report.when == "call" or report.outcome != "passed"):
         server = item.callspec.params.get("server") if hasattr(item, "callspec") else None
-        row = results.row(marker.args[0], server, report, call, item.stash.get(VERDICT, None))
+        row = results.from_test(marker.args[0], server, report, call, item.stash.get(VERDICT, None))
         run = item.config.stash.get(RUN, None)
         if run is not None:
-            row = waivers.apply(row, run.waivers, run.today)
-        if row["outcome"] == "waived":
+            row = waivers.apply(row, run.options.waivers, run.today)
+        if row.outcome == "waived":
             # A known, acknowledged finding: pytest counts it as an expected failure, so it fails nothing.
-            waiver = row["details"]["waiver"]
+            waiver: dict = row.details["waiver"]  # type: ignore[assignment]
             report.outcome = "skipped"
             report.wasxfail = f"waived until {waiver['expires']}: {waiver['justification']}"  # type: ignore[attr-defined]
-        report.user_properties.append((results.ROW_KEY, row))
+        # As a dict: xdist carries user_properties from the workers to the controller.
+        report.user_properties.append((results.ROW_KEY, row.as_dict()))
         # On the item, not this report: junitxml takes a test case's properties from its last report.
         for name in ("requirement", "title", "server", "severity", "outcome"):
-            item.user_properties.append((name, row[name] or ""))
+            item.user_properties.append((name, getattr(row, name) or ""))
         html.add_evidence(report, row)
     return report
 
@@ -204,10 +178,10 @@ def handshake(org: OrgFacts, server: ExchangeServer) -> Handshake | Unavailable:
 @pytest.fixture(scope="session")
 def target_version(request: pytest.FixtureRequest) -> Version:
     """The build a CU gate run checks against (--gate --target-version); tests using it run only then."""
-    run = request.config.stash[RUN]
-    if run.target is None:
+    target = request.config.stash[RUN].options.target
+    if target is None:
         raise pytest.UsageError("this requirement needs --gate --target-version")
-    return run.target.version
+    return target.version
 
 
 @pytest.fixture

@@ -10,22 +10,22 @@ from html import escape
 from pathlib import Path
 
 from ..catalog import severity_rank
-from .results import is_warning
+from .results import Row
 
 ORG_WIDE = "Org-wide"
 GUARD = "throw 'exchange-compliance fix plan: review it and run each step by hand; it is not meant to run as a whole.'"
 
 
-def fix_rows(rows: list[dict]) -> list[dict]:
+def fix_rows(rows: list[Row]) -> list[Row]:
     """The rows with something to do: failures with a fix, and warnings that give advice (GATE-02)."""
-    return [r for r in rows if r.get("fix") and (r["outcome"] == "failed" or is_warning(r))]
+    return [r for r in rows if r.fix and (r.outcome == "failed" or r.is_warning)]
 
 
-def by_server(rows: list[dict]) -> dict[str, list[dict]]:
+def by_server(rows: list[Row]) -> dict[str, list[Row]]:
     """Org-wide fixes first, then one group per server (by name); the most severe first within a group."""
-    groups: dict[str, list[dict]] = {}
-    for row in sorted(fix_rows(rows), key=lambda r: (-severity_rank(r["severity"]), r["requirement"])):
-        groups.setdefault(row.get("server") or ORG_WIDE, []).append(row)
+    groups: dict[str, list[Row]] = {}
+    for row in sorted(fix_rows(rows), key=lambda r: (-severity_rank(r.severity), r.requirement)):
+        groups.setdefault(row.server or ORG_WIDE, []).append(row)
     return dict(sorted(groups.items(), key=lambda item: (item[0] != ORG_WIDE, item[0].lower())))
 
 
@@ -34,7 +34,7 @@ def _comment(text: str) -> list[str]:
     return [f"#   {line}".rstrip() for line in str(text).splitlines()] or ["#"]
 
 
-def powershell(rows: list[dict], *, org: str, started: str, results_name: str, version: str) -> str:
+def powershell(rows: list[Row], *, org: str, started: str, results_name: str, version: str) -> str:
     groups = by_server(rows)
     count = sum(len(g) for g in groups.values())
     lines = [
@@ -50,10 +50,10 @@ def powershell(rows: list[dict], *, org: str, started: str, results_name: str, v
     for target, group in groups.items():
         lines += ["", f"# ==== {target}: {len(group)} fix{'es' if len(group) != 1 else ''} " + "=" * 40]
         for row in group:
-            state = "WARNING" if is_warning(row) else f"{row['severity']}, failed"
-            lines += ["", f"# ---- {row['requirement']} ({state}): {row['title']}", "# Evidence:"]
-            lines += _comment(row["message"])
-            lines += [f"# Source: {row['source']}", *str(row["fix"]).splitlines()]
+            state = "WARNING" if row.is_warning else f"{row.severity}, failed"
+            lines += ["", f"# ---- {row.requirement} ({state}): {row.title}", "# Evidence:"]
+            lines += _comment(row.message)
+            lines += [f"# Source: {row.source}", *str(row.fix).splitlines()]
     return "\n".join(lines) + "\n"
 
 
@@ -64,7 +64,7 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def html(rows: list[dict], script_name: str | None) -> str:
+def html(rows: list[Row], script_name: str | None) -> str:
     groups = by_server(rows)
     count = sum(len(g) for g in groups.values())
     where = f" (also written as <code>{escape(script_name)}</code>)" if script_name else ""
@@ -81,10 +81,10 @@ def html(rows: list[dict], script_name: str | None) -> str:
     for target, group in groups.items():
         parts.append(f"<h4>{escape(target)}</h4>")
         for row in group:
-            state = "warning" if is_warning(row) else escape(row["severity"])
+            state = "warning" if row.is_warning else escape(row.severity)
             parts.append(
-                f"<p><b>{escape(row['requirement'])}</b> {escape(row['title'])} <i>({state})</i></p>"
-                f'<pre class="excomp-fix">{escape(row["fix"])}</pre>'
+                f"<p><b>{escape(row.requirement)}</b> {escape(row.title)} <i>({state})</i></p>"
+                f'<pre class="excomp-fix">{escape(row.fix)}</pre>'
             )
     parts.append("</details>")
     return "\n".join(parts)

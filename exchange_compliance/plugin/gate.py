@@ -1,22 +1,18 @@
-"""The gate: which rows fail the run (exit 1), and the CU gate's one GO / NO-GO line.
+"""The CU gate's target: `--gate --target-version BUILD|NAME`, before a cumulative update is installed.
 
-A row blocks when it failed or could not be checked (error) at or above the `--fail-on` severity (default
-high): a requirement nobody could check is not known to be met, so an error blocks like a failure. Waived rows
-never block. With `--gate`, a gate requirement (GATE-01, GATE-02) blocks whatever its severity: it is what
-makes a cumulative update fail or break the server.
+A gate run adds GATE-02 for the target, ends with GO / NO-GO (run_verdict.RunVerdict.line), and its gate
+requirements (GATE-01, GATE-02) block whatever their severity. "Gate" means this and only this; the severity at
+which a run fails is the threshold, `--fail-on`.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..builds import CU_BUILDS, cu_name, parse_build
-from ..catalog import catalog, severity_rank
 from ..facts import Version
-from .results import FAILING, is_warning, sort_key, where
 
-DEFAULT_FAIL_ON = "high"
 _BUILD = re.compile(r"(\d+)\.(\d+)\.(\d+)(?:\.(\d+))?")
 _NAME = re.compile(r"(?:exchange\s*)?(2013|2016|2019)\s*(RTM|SP1|CU\s*\d+)", re.IGNORECASE)
 
@@ -60,52 +56,3 @@ def target_from_options(gate_mode: bool, text: str | None) -> Target | None:
     if text and not gate_mode:
         raise TargetError("--target-version is for the CU gate: add --gate")
     return parse_target(text) if text else None
-
-
-def blocks(row: dict, fail_on: str, gate: bool) -> bool:
-    if row["outcome"] not in FAILING:
-        return False
-    if gate and catalog()[row["requirement"]].gate:
-        return True
-    return severity_rank(row["severity"]) >= severity_rank(fail_on)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The run's verdict: what blocks, what is below the threshold, warnings; and the exit status."""
-
-    fail_on: str
-    blocking: list[dict]
-    below: list[dict]  # failing rows under the threshold: shown, not blocking
-    warnings: list[dict]
-    broken: list[str] = field(default_factory=list)  # tests that failed outside any requirement (a suite bug)
-    unreachable: str | None = None  # why the org could not be checked at all
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.blocking or self.broken)
-
-    def line(self, target: Target | None = None) -> str:
-        """One line: PASS / FAIL, or with a target GO / NO-GO, naming what blocks."""
-        good, bad = ("GO", "NO-GO") if target else ("PASS", "FAIL")
-        subject = f" {target.label}" if target else ""
-        if self.unreachable:
-            return f"{bad if target else 'NOT CHECKED'}{subject}: the org could not be checked: {self.unreachable}"
-        if self.failed:
-            names = [f"{where(r)} ({r['severity']}, {r['outcome']})" for r in self.blocking]
-            names += [f"{nodeid} (a check broke outside any requirement)" for nodeid in self.broken]
-            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-            return f"{bad}{subject}: {len(names)} blocking at or above {self.fail_on}: {shown}"
-        notes = [f"nothing fails at or above {self.fail_on}"]
-        if self.below:
-            notes.append(f"{len(self.below)} below it")
-        if self.warnings:
-            notes.append("warning: " + ", ".join(where(r) for r in self.warnings))
-        return f"{good}{subject}: " + "; ".join(notes)
-
-
-def judge(rows: list[dict], fail_on: str, gate: bool, broken: list[str], unreachable: str | None) -> Verdict:
-    rows = sorted(rows, key=sort_key)
-    blocking = [r for r in rows if blocks(r, fail_on, gate)]
-    below = [r for r in rows if r["outcome"] in FAILING and r not in blocking]
-    return Verdict(fail_on, blocking, below, [r for r in rows if is_warning(r)], broken, unreachable)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .results import FAILING, SCHEMA, key, where
+from .results import SCHEMA, Row
 
 STAMPED = re.compile(r"(\d{8}-\d{6})(?:\.json|\.html|\.xml|-facts\.json|-fixes\.ps1)")
 
@@ -76,11 +76,11 @@ def _row(row: object) -> bool:
 @dataclass(frozen=True)
 class Changes:
     previous_started: str
-    new_failures: list[dict]
-    resolved: list[dict]
-    still_failing: list[dict]
+    new_failures: list[Row]
+    resolved: list[Row]
+    still_failing: list[Row]
     # failing last time, neither failing nor passing now: waived since, or no longer checked
-    set_aside: list[dict]
+    set_aside: list[Row]
 
     def counts(self) -> str:
         return (
@@ -92,7 +92,7 @@ class Changes:
         return {
             "previous_started": self.previous_started,
             **{
-                name: [where(r) for r in rows]
+                name: [r.where for r in rows]
                 for name, rows in (
                     ("new_failures", self.new_failures),
                     ("resolved", self.resolved),
@@ -103,19 +103,20 @@ class Changes:
         }
 
 
-def compare(previous: dict, rows: list[dict]) -> Changes:
-    before = {key(r): r for r in previous.get("rows", [])}
-    now = {key(r): r for r in rows}
-    failing_before = {k for k, r in before.items() if r["outcome"] in FAILING}
-    new: list[dict] = []
-    still: list[dict] = []
-    resolved: list[dict] = []
+def compare(previous: dict, rows: list[Row]) -> Changes:
+    """This run's rows against the previous run's document (previous_run checked its rows' shape)."""
+    before = {r.key: r for r in map(Row.from_dict, previous.get("rows", []))}
+    now = {r.key: r for r in rows}
+    failing_before = {k for k, r in before.items() if r.failing}
+    new: list[Row] = []
+    still: list[Row] = []
+    resolved: list[Row] = []
     for k, row in now.items():
-        if row["outcome"] in FAILING:
+        if row.failing:
             (still if k in failing_before else new).append(row)
-        elif k in failing_before and row["outcome"] in ("passed", "not_applicable"):
+        elif k in failing_before and row.outcome in ("passed", "not_applicable"):
             resolved.append(row)
-    settled = {key(r) for r in (*still, *resolved)}
+    settled = {r.key for r in (*still, *resolved)}
     set_aside = [now.get(k, before[k]) for k in sorted(failing_before - settled)]
     return Changes(previous.get("started", "?"), new, resolved, still, set_aside)
 

@@ -18,7 +18,7 @@ import pytest
 
 from . import fixplan
 from . import summary as sections
-from .results import ROW_KEY
+from .results import Row, row_of
 from .run import RUN
 
 RELABEL = """<style>
@@ -34,14 +34,10 @@ body{display:flex;flex-direction:column}h1{order:-2}.summary{order:-1}#environme
 SAYS = {"waived": "Waived", "not_applicable": "Not applicable", "error": "Not checked"}
 
 
-def _row(report: pytest.TestReport) -> dict | None:
-    return next((value for key, value in report.user_properties if key == ROW_KEY), None)
-
-
 def pytest_html_report_title(report: object) -> None:
     # `report` is pytest-html's ReportData: the title, the filter labels and which outcomes open collapsed.
     run = report.config.stash.get(RUN, None)  # type: ignore[attr-defined]
-    report.title = f"exchange-compliance: {run.org_name}" if run else "exchange-compliance"  # type: ignore[attr-defined]
+    report.title = f"exchange-compliance: {run.options.org_name}" if run else "exchange-compliance"  # type: ignore[attr-defined]
     outcomes = report.outcomes  # type: ignore[attr-defined]
     outcomes["xfailed"]["label"] = "Waived"
     outcomes["skipped"]["label"] = "Not applicable"
@@ -60,21 +56,21 @@ def pytest_html_results_table_header(cells: list[str]) -> None:
 
 
 def pytest_html_results_table_row(report: pytest.TestReport, cells: list[str]) -> None:
-    row = _row(report)
+    row = row_of(report)
     result = cells[0]
     if row is None:  # not a requirement (a collection error, a helper test): name it by its test ID
         cells[:] = [result, f'<td class="col-requirement">{escape(report.nodeid)}</td>', "<td></td>", "<td></td>"]
         return
-    requirement = f"<b>{escape(row['requirement'])}</b> {escape(row['title'])}"
-    if row["outcome"] in SAYS:
+    requirement = f"<b>{escape(row.requirement)}</b> {escape(row.title)}"
+    if row.outcome in SAYS:
         result = result.replace(
-            '<td class="col-result">', f'<td class="col-result" data-outcome="{SAYS[row["outcome"]]}">'
+            '<td class="col-result">', f'<td class="col-result" data-outcome="{SAYS[row.outcome]}">'
         )
     cells[:] = [
         result,
         f'<td class="col-requirement">{_one_line(requirement)}</td>',
-        f'<td class="col-server">{_one_line(escape(row.get("server") or "(org)"))}</td>',
-        f'<td class="col-severity">{escape(row["severity"])}</td>',
+        f'<td class="col-server">{_one_line(escape(row.server or "(org)"))}</td>',
+        f'<td class="col-severity">{escape(row.severity)}</td>',
     ]
 
 
@@ -84,8 +80,8 @@ def _one_line(html: str) -> str:
 
 
 def pytest_html_results_table_html(report: pytest.TestReport, data: list[str]) -> None:
-    row = _row(report)
-    if row is not None and not row.get("details", {}).get("exception"):
+    row = row_of(report)
+    if row is not None and not row.details.get("exception"):
         data.clear()
 
 
@@ -93,33 +89,32 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
     run = session.config.stash.get(RUN, None)  # type: ignore[attr-defined]
     if run is None or not run.is_controller:
         return
-    outcome = run.finish()
-    prefix.extend(
-        [sections.STYLE, RELABEL, sections.headline(outcome.line, outcome.verdict.failed, outcome.unreachable)]
-    )
-    prefix.append(sections.facts_table(sections.run_facts(run)))
-    if outcome.rows:
-        prefix.append(f'<p id="counts">{escape(sections.counts(outcome.rows, run.fail_on))}</p>')
-    prefix.append(sections.warnings_list(outcome.rows))
-    if run.facts is not None:
-        prefix.append(sections.grid(outcome.rows, list(run.facts.checked)))
-        postfix.append(sections.changes(outcome.changes))
-        postfix.append(sections.waivers(outcome.waivers, str(run.waivers_path) if run.waivers_path else None))
-        postfix.append(fixplan.html(outcome.rows, outcome.fix_plan.name if outcome.fix_plan else None))
+    judged = run.finish()
+    prefix.extend([sections.STYLE, RELABEL, sections.headline(judged.line, judged.verdict.status)])
+    prefix.append(sections.facts_table(sections.run_facts(judged)))
+    if judged.rows:
+        prefix.append(f'<p id="counts">{escape(sections.counts(judged.rows, judged.verdict.fail_on))}</p>')
+    prefix.append(sections.warnings_list(judged.rows))
+    if judged.facts is not None:
+        prefix.append(sections.grid(judged.rows, list(judged.facts.checked)))
+        postfix.append(sections.changes(judged.changes))
+        waivers_path = run.options.waivers_path
+        postfix.append(sections.waivers(judged.waivers, str(waivers_path) if waivers_path else None))
+        postfix.append(fixplan.html(judged.rows, judged.fix_plan.name if judged.fix_plan else None))
 
 
-def add_evidence(report: pytest.TestReport, row: dict) -> None:
+def add_evidence(report: pytest.TestReport, row: Row) -> None:
     """Attach the row's evidence and fix to the report, where pytest-html shows them under the row."""
     import pytest_html
 
     report.extras = [*getattr(report, "extras", []), pytest_html.extras.html(evidence_html(row))]
 
 
-def evidence_html(row: dict) -> str:
-    outcome = row["outcome"]
+def evidence_html(row: Row) -> str:
+    outcome = row.outcome
     parts = [f'<div class="excomp-row excomp-{escape(outcome)}">']
-    details = row.get("details") or {}
-    waiver = details.get("waiver") or details.get("expired_waiver")
+    details = row.details
+    waiver: dict = details.get("waiver") or details.get("expired_waiver")  # type: ignore[assignment]
     if waiver:
         expires, who = escape(str(waiver["expires"])), escape(str(waiver["approved_by"] or "(not recorded)"))
         if outcome == "waived":
@@ -129,11 +124,11 @@ def evidence_html(row: dict) -> str:
         parts.append(f"<p>{lead}. Justification: {escape(str(waiver['justification']))}</p>")
     if outcome in ("passed", "not_applicable") and not details.get("warning"):
         # Kept short: there are thousands of these in a large org, and nobody reads them first.
-        parts.append(f"<p>{escape(row['message'])} <i>Source: {escape(row['source'])}</i></p></div>")
+        parts.append(f"<p>{escape(row.message)} <i>Source: {escape(row.source)}</i></p></div>")
         return "".join(parts)
     label = "Not checked" if outcome == "error" else "Evidence"
-    parts.append(f"<p><b>{label}</b></p><pre>{escape(row['message'])}</pre>")
-    if row.get("fix"):
-        parts.append(f'<p class="excomp-fix-title"><b>Fix</b></p><pre class="excomp-fix">{escape(row["fix"])}</pre>')
-    parts.append(f"<p><i>Source: {escape(row['source'])}</i></p></div>")
+    parts.append(f"<p><b>{label}</b></p><pre>{escape(row.message)}</pre>")
+    if row.fix:
+        parts.append(f'<p class="excomp-fix-title"><b>Fix</b></p><pre class="excomp-fix">{escape(row.fix)}</pre>')
+    parts.append(f"<p><i>Source: {escape(row.source)}</i></p></div>")
     return "\n".join(parts)

@@ -9,8 +9,11 @@ when), passed, not_applicable.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
+from typing import Literal, cast
 
 import pytest
 
@@ -20,20 +23,82 @@ from ..judge.verdict import FactUnavailable, Verdict
 
 ROW_KEY = "exchange_compliance_row"
 SCHEMA = "exchange-compliance-results/1"
-OUTCOMES = ("failed", "error", "waived", "passed", "not_applicable")
+Outcome = Literal["failed", "error", "waived", "passed", "not_applicable"]
+OUTCOMES: tuple[Outcome, ...] = ("failed", "error", "waived", "passed", "not_applicable")
 # What still needs someone's attention: a failure, or a requirement that could not be checked.
-FAILING = ("failed", "error")
+FAILING: tuple[Outcome, ...] = ("failed", "error")
 
 
-def row(
+@dataclass(frozen=True)
+class Row:
+    """One row of latest.json, in its field order. It crosses from an xdist worker as the dict of `as_dict()`."""
+
+    requirement: str
+    title: str
+    server: str | None  # None: an org-wide requirement
+    outcome: Outcome
+    severity: str
+    message: str
+    fix: str
+    source: str
+    details: dict[str, object] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        """The row as latest.json and the workers carry it."""
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**row, "details": dict(self.details)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Row:
+        """A row from a worker or a results file. An earlier run's file, which `history` has checked for the keys it
+        compares by (requirement, server, outcome, severity), may lack the text of the others."""
+        return cls(
+            requirement=cast(str, data["requirement"]),
+            title=cast(str, data.get("title", "")),
+            server=cast("str | None", data.get("server")),
+            outcome=cast(Outcome, data["outcome"]),
+            severity=cast(str, data["severity"]),
+            message=cast(str, data.get("message", "")),
+            fix=cast(str, data.get("fix", "")),
+            source=cast(str, data.get("source", "")),
+            details=dict(cast(dict, data.get("details") or {})),
+        )
+
+    @property
+    def failing(self) -> bool:
+        return self.outcome in FAILING
+
+    @property
+    def is_warning(self) -> bool:
+        """A passing row that still asks for attention (GATE-02's CU6 warning: a pass with details["warning"])."""
+        return self.outcome == "passed" and bool(self.details.get("warning"))
+
+    @property
+    def where(self) -> str:
+        return f"{self.requirement} on {self.server}" if self.server else f"{self.requirement} (org)"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What identifies a row across runs: the requirement and the server (case-insensitive), or the org."""
+        return self.requirement, (self.server or "").lower()
+
+
+def sort_key(row: Row) -> tuple:
+    # Failures first, the most severe first within an outcome, then by requirement and server.
+    return (OUTCOMES.index(row.outcome), -severity_rank(row.severity), row.requirement, (row.server or "").lower())
+
+
+def from_test(
     requirement_id: str,
     server: ExchangeServer | None,
     report: pytest.TestReport,
     call: pytest.CallInfo,
     verdict: Verdict | None,
-) -> dict[str, object]:
+) -> Row:
+    """The row of a requirement's test: its outcome, and the verdict's evidence and fix."""
     requirement = catalog()[requirement_id]
     message, fix, details = "", "", {}
+    outcome: Outcome
     if report.passed:
         outcome = "passed"
         if verdict is not None:
@@ -58,17 +123,17 @@ def row(
             details = {"exception": type(error).__name__}  # a suite bug: the report keeps its traceback
         else:
             message = f"{report.when} failed: {report.longreprtext.strip().splitlines()[-1:]}"
-    return {
-        "requirement": requirement_id,
-        "title": requirement.title,
-        "server": server.name if server is not None else None,
-        "outcome": outcome,
-        "severity": requirement.severity,
-        "message": message,
-        "fix": fix,
-        "source": requirement.source,
-        "details": dict(details),
-    }
+    return Row(
+        requirement=requirement_id,
+        title=requirement.title,
+        server=server.name if server is not None else None,
+        outcome=outcome,
+        severity=requirement.severity,
+        message=message,
+        fix=fix,
+        source=requirement.source,
+        details=dict(details),
+    )
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
@@ -78,33 +143,15 @@ def _skip_reason(report: pytest.TestReport) -> str:
     return str(longrepr)
 
 
-def is_warning(row: dict) -> bool:
-    """A passing row that still asks for attention (GATE-02's CU6 warning: a pass with details["warning"])."""
-    return row["outcome"] == "passed" and bool(row.get("details", {}).get("warning"))
-
-
-def where(row: dict) -> str:
-    return f"{row['requirement']} on {row['server']}" if row.get("server") else f"{row['requirement']} (org)"
-
-
-def key(row: dict) -> tuple[str, str]:
-    """What identifies a row across runs: the requirement and the server (case-insensitive), or the org."""
-    return row["requirement"], (row.get("server") or "").lower()
-
-
-def sort_key(row: dict) -> tuple:
-    # Failures first, the most severe first within an outcome, then by requirement and server.
-    return (
-        OUTCOMES.index(row["outcome"]),
-        -severity_rank(row["severity"]),
-        row["requirement"],
-        (row["server"] or "").lower(),
-    )
+def row_of(report: pytest.TestReport) -> Row | None:
+    """The row a test report carries, if it is a requirement's (collection reports have no user_properties)."""
+    found = next((value for key, value in getattr(report, "user_properties", ()) if key == ROW_KEY), None)
+    return Row.from_dict(found) if found is not None else None
 
 
 def document(
     *,
-    rows: list[dict],
+    rows: list[Row],
     org: OrgFacts,
     started: datetime,
     duration: float,
@@ -127,7 +174,7 @@ def document(
         "unreachable": list(org.unreachable()),
         "evidence": evidence,
         **run,
-        "rows": sorted(rows, key=sort_key),
+        "rows": [row.as_dict() for row in sorted(rows, key=sort_key)],
     }
 
 

@@ -9,19 +9,14 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timedelta
 from html import escape
-from typing import TYPE_CHECKING
-
-import pytest
 
 from .. import __version__
 from ..catalog import catalog, severity_rank
 from ..facts import OrgFacts
 from .history import Changes
-from .results import FAILING, OUTCOMES, is_warning, where
+from .results import FAILING, OUTCOMES, Row
+from .run_verdict import JudgedRun
 from .waivers import WaiverStatus
-
-if TYPE_CHECKING:
-    from .run import ComplianceRun
 
 SYMBOLS = {"failed": "\u2717", "error": "!", "waived": "W", "passed": "\u2713", "not_applicable": "\u2013"}
 LABELS = {"not_applicable": "not applicable"}
@@ -44,10 +39,9 @@ white-space:pre-wrap;color:#000}.excomp-row pre{white-space:pre-wrap;color:#000}
 </style>"""
 
 
-def run_facts(run: ComplianceRun) -> list[tuple[str, str]]:
+def run_facts(run: JudgedRun) -> list[tuple[str, str]]:
     """What the report says about the run, as label / value pairs (escaped by facts_table)."""
-    outcome = run.finish()
-    lines = [("Run", f"started {run.started:%Y-%m-%d %H:%M:%S} UTC, took {outcome.duration:.1f} s")]
+    lines = [("Run", f"started {run.started:%Y-%m-%d %H:%M:%S} UTC, took {run.duration:.1f} s")]
     if run.target is not None:
         lines.insert(0, ("CU gate", f"target {run.target.label}; gate requirements block at any severity"))
     # The org config's display_name heads the report when the facts were collected live; a replayed evidence
@@ -55,9 +49,9 @@ def run_facts(run: ComplianceRun) -> list[tuple[str, str]]:
     display = run.display_name if run.display_name not in (None, run.org_name) else None
     if run.facts is None:
         org = f"{display} ({run.org_name})" if display else run.org_name
-        return [("Org", org), *lines, ("Not checked", run.unreachable_reason or "")]
+        return [("Org", org), *lines, ("Not checked", run.verdict.unreachable or "")]
     facts = run.facts
-    source = f"from {run.snapshot_path}" if run.snapshot_path else "live"
+    source = f"from {run.source}" if run.source else "live"
     servers = list(facts.checked)
     named = ", ".join(servers[:20]) + (f" and {len(servers) - 20} more" if len(servers) > 20 else "")
     exchange_org = f"Exchange organization {facts.directory.org_name}"
@@ -79,29 +73,9 @@ def controller_text(facts: OrgFacts) -> str:
     return f"{directory.domain_controller} ({skipped})" if skipped else str(directory.domain_controller)
 
 
-def terminal_lines(run: ComplianceRun, config: pytest.Config) -> list[str]:
-    """Under the terminal's exchange-compliance line: waivers to look at, what changed, where the files are."""
-    outcome = run.finish()
-    lines = [
-        f"waiver:   {s.waiver.label} {s.status} (expires {s.waiver.expires})"
-        for s in outcome.waivers
-        if s.status != "applied"
-    ]
-    if outcome.changes is not None:
-        lines.append(f"since:    {when(outcome.changes.previous_started)}: {outcome.changes.counts()}")
-    lines += [f"report:   {config.option.htmlpath}", f"results:  {run.results_path}"]
-    if getattr(config.option, "xmlpath", None):
-        lines.append(f"junit:    {config.option.xmlpath}")
-    if outcome.fix_plan is not None:
-        lines.append(f"fix plan: {outcome.fix_plan}")
-    if run.evidence_path is not None:
-        lines.append(f"evidence: {run.evidence_path}")
-    return lines
-
-
-def headline(line: str, failed: bool, unreachable: bool) -> str:
-    state = "unreachable" if unreachable else "fail" if failed else "pass"
-    return f'<div class="excomp-banner {state}" id="verdict">{escape(line)}</div>'
+def headline(line: str, status: str) -> str:
+    """The verdict's line as a banner coloured by its status (pass, fail, unreachable)."""
+    return f'<div class="excomp-banner {status}" id="verdict">{escape(line)}</div>'
 
 
 def facts_table(items: list[tuple[str, str]]) -> str:
@@ -110,42 +84,42 @@ def facts_table(items: list[tuple[str, str]]) -> str:
     return f'<table class="excomp-facts" id="run-facts">{cells}</table>'
 
 
-def counts(rows: list[dict], fail_on: str) -> str:
-    found = Counter(r["outcome"] for r in rows)
+def counts(rows: list[Row], fail_on: str) -> str:
+    found = Counter(r.outcome for r in rows)
     parts = [f"{found[o]} {LABELS.get(o, o)}" for o in OUTCOMES if found[o]]
     return ", ".join(parts or ["no rows"]) + f" (the run fails on {fail_on} and above)"
 
 
-def _cell(row: dict | None) -> str:
+def _cell(row: Row | None) -> str:
     if row is None:
         return "<td></td>"
-    outcome = "warning" if is_warning(row) else row["outcome"]
-    symbol = "\u26a0" if outcome == "warning" else SYMBOLS[row["outcome"]]
-    title = f"{where(row)}: {LABELS.get(outcome, outcome)} ({row['severity']})"
+    outcome = "warning" if row.is_warning else row.outcome
+    symbol = "\u26a0" if outcome == "warning" else SYMBOLS[row.outcome]
+    title = f"{row.where}: {LABELS.get(outcome, outcome)} ({row.severity})"
     return f'<td class="g-{outcome}" title="{escape(title)}">{symbol}</td>'
 
 
-def _notable(row: dict) -> bool:
-    return row["outcome"] in (*FAILING, "waived") or is_warning(row)
+def _notable(row: Row) -> bool:
+    return row.outcome in (*FAILING, "waived") or row.is_warning
 
 
-def _badness(cells: dict[str, dict]) -> tuple:
+def _badness(cells: dict[str, Row]) -> tuple:
     # The most severe failing or unchecked row first; at the same severity a failure before an unchecked row.
     def worst(*outcomes: str) -> int:
-        return max((severity_rank(r["severity"]) for r in cells.values() if r["outcome"] in outcomes), default=-1)
+        return max((severity_rank(r.severity) for r in cells.values() if r.outcome in outcomes), default=-1)
 
-    count = Counter(r["outcome"] for r in cells.values())
+    count = Counter(r.outcome for r in cells.values())
     return (-worst(*FAILING), -worst("failed"), -count["failed"], -count["error"], -count["waived"])
 
 
-def grid(rows: list[dict], servers: list[str]) -> str:
+def grid(rows: list[Row], servers: list[str]) -> str:
     """Requirements by servers, failing servers first; requirements with failures first among the columns."""
-    by_server: dict[str, dict[str, dict]] = {}
+    by_server: dict[str, dict[str, Row]] = {}
     for row in rows:
-        by_server.setdefault(row.get("server") or "", {})[row["requirement"]] = row
+        by_server.setdefault(row.server or "", {})[row.requirement] = row
     order = list(catalog())
-    failing_ids = {r["requirement"] for r in rows if r["outcome"] in FAILING}
-    columns = sorted({r["requirement"] for r in rows}, key=lambda i: (i not in failing_ids, order.index(i)))
+    failing_ids = {r.requirement for r in rows if r.failing}
+    columns = sorted({r.requirement for r in rows}, key=lambda i: (i not in failing_ids, order.index(i)))
     names = ([""] if "" in by_server else []) + sorted(
         {*servers, *(n for n in by_server if n)}, key=lambda n: (_badness(by_server.get(n, {})), n.lower())
     )
@@ -180,16 +154,14 @@ def _first_line(text: str, limit: int) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "\u2026"
 
 
-def _items(rows: list[dict], detail: int = 0) -> str:
+def _items(rows: list[Row], detail: int = 0) -> str:
     """List items naming rows; `detail` > 0 adds the first line of the evidence, cut at that many characters."""
     if not rows:
         return "<li>none</li>"
     items = []
     for row in rows:
-        extra = f": {escape(_first_line(row['message'], detail))}" if detail and row.get("message") else ""
-        items.append(
-            f"<li><b>{escape(where(row))}</b> ({escape(row['severity'])}, {escape(row['outcome'])}){extra}</li>"
-        )
+        extra = f": {escape(_first_line(row.message, detail))}" if detail and row.message else ""
+        items.append(f"<li><b>{escape(row.where)}</b> ({escape(row.severity)}, {escape(row.outcome)}){extra}</li>")
     return "".join(items)
 
 
@@ -245,8 +217,8 @@ def waivers(statuses: list[WaiverStatus], source: str | None) -> str:
     )
 
 
-def warnings_list(rows: list[dict]) -> str:
-    found = [r for r in rows if is_warning(r)]
+def warnings_list(rows: list[Row]) -> str:
+    found = [r for r in rows if r.is_warning]
     if not found:
         return ""
     return f'<div class="excomp-section" id="warnings"><b>Warnings</b><ul>{_items(found, detail=400)}</ul></div>'

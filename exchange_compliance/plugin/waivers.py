@@ -14,13 +14,13 @@ config (config.StrictTable): a typo in a nightly job's waivers must stop the run
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 
 from ..catalog import catalog
 from ..config import ConfigError, StrictTable, read_toml
-from .results import FAILING, key, where
+from .results import Row
 
 ALL = "all"
 
@@ -34,10 +34,10 @@ class Waiver:
     expires: date
     approved_by: str
 
-    def covers(self, row: dict) -> bool:
-        if row["requirement"] != self.requirement:
+    def covers(self, row: Row) -> bool:
+        if row.requirement != self.requirement:
             return False
-        return self.server == ALL or (row.get("server") or "").lower() == self.server.lower()
+        return self.server == ALL or (row.server or "").lower() == self.server.lower()
 
     def expired(self, today: date) -> bool:
         return today > self.expires
@@ -106,20 +106,17 @@ def _waiver(entry: object, path: Path, number: int) -> Waiver:
     return Waiver(number, requirement_id, ALL if server.lower() == ALL else server, justification, expires, approved_by)  # type: ignore[arg-type]
 
 
-def apply(row: dict, waivers: tuple[Waiver, ...], today: date) -> dict:
+def apply(row: Row, waivers: tuple[Waiver, ...], today: date) -> Row:
     """The row, waived when a current waiver covers it; a named server's waiver wins over an "all" one."""
-    if row["outcome"] not in FAILING:
+    if not row.failing:
         return row
     covering = sorted((w for w in waivers if w.covers(row)), key=lambda w: w.server == ALL)
     current = next((w for w in covering if not w.expired(today)), None)
-    details = dict(row.get("details") or {})
     if current is not None:
-        details["waiver"] = current.as_dict()
-        details["waived_outcome"] = row["outcome"]
-        return {**row, "outcome": "waived", "details": details}
+        details = {**row.details, "waiver": current.as_dict(), "waived_outcome": row.outcome}
+        return replace(row, outcome="waived", details=details)
     if covering:
-        details["expired_waiver"] = covering[0].as_dict()
-        return {**row, "details": details}
+        return replace(row, details={**row.details, "expired_waiver": covering[0].as_dict()})
     return row
 
 
@@ -133,17 +130,17 @@ class WaiverStatus:
         return {**self.waiver.as_dict(), "status": self.status, "rows": list(self.rows)}
 
 
-def status(waivers: tuple[Waiver, ...], rows: list[dict], today: date) -> list[WaiverStatus]:
+def status(waivers: tuple[Waiver, ...], rows: list[Row], today: date) -> list[WaiverStatus]:
     """What became of each waiver in this run, for the report and the terminal."""
     statuses = []
     for waiver in waivers:
         covered = [row for row in rows if waiver.covers(row)]
-        names = tuple(where(row) for row in sorted(covered, key=key))
+        names = tuple(row.where for row in sorted(covered, key=lambda row: row.key))
         if waiver.expired(today):
             state = "expired"
         elif not covered:
             state = "matches nothing"
-        elif any(row.get("details", {}).get("waiver", {}).get("server") == waiver.server for row in covered):
+        elif any((row.details.get("waiver") or {}).get("server") == waiver.server for row in covered):  # type: ignore[union-attr]
             state = "applied"
         else:
             state = "not needed"

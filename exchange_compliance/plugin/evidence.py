@@ -1,0 +1,71 @@
+"""Where a run's facts come from: collected live through the org config, or replayed from --org-snapshot; and
+the run's evidence file they are written to (<stamp>-facts.json, copied to latest-facts.json).
+
+A directory nobody can reach is not an error here: the run goes on with no test, and its report says why.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .. import snapshot
+from ..collect import collect_org
+from ..collect.kerberos import KerberosFailed
+from ..collect.ldap import DirectoryError, DirectoryUnreachable
+from ..config import ConfigError, load_org_config
+from ..facts import OrgFacts
+from ..snapshot import SnapshotError
+from .options import RunOptions
+from .reports import ReportsError, writing
+from .workers import Handoff
+
+
+@dataclass(frozen=True)
+class LoadedFacts:
+    facts: OrgFacts | None  # None: the org could not be checked
+    evidence_path: Path | None = None  # the evidence file this run wrote (the controller's)
+    display_name: str | None = None  # the org config's, when the facts were collected live
+    keep: int | None = None  # the org config's [reports] keep, when collected live
+    unreachable: str | None = None  # why the org could not be checked: no domain controller answered
+
+
+def load(
+    options: RunOptions,
+    replayed: OrgFacts | None,
+    stamp: str,
+    say: Callable[[str], None],
+    warn: Callable[[str], None],
+) -> LoadedFacts:
+    """On the controller: the facts (--org-snapshot's, read with the options, or collected live), written as the
+    run's evidence file. A config, evidence or reports directory error is a usage error (exit 4)."""
+    try:
+        display_name = keep = None
+        if replayed is not None:
+            facts = replayed
+        else:
+            org_config = load_org_config(options.config_path, options.org_name)  # type: ignore[arg-type]
+            display_name, keep = org_config.display_name, org_config.reports_keep
+            facts = collect_org(org_config, say)
+        with writing(options.report_dir):
+            evidence = snapshot.write(facts, options.report_dir / f"{stamp}-facts.json")
+            shutil.copyfile(evidence, options.report_dir / "latest-facts.json")
+    except (ConfigError, SnapshotError, ReportsError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    except (DirectoryUnreachable, DirectoryError, KerberosFailed) as exc:
+        # Not pytest.exit: the session goes on with no test, so the report and latest.json say why, and
+        # yesterday's report is not left looking like today's.
+        warn(f"the org could not be checked: {exc}")
+        return LoadedFacts(None, display_name=display_name, keep=keep, unreachable=str(exc))
+    return LoadedFacts(facts, evidence, display_name, keep)
+
+
+def load_on_worker(handoff: Handoff, replayed: OrgFacts | None) -> LoadedFacts:
+    """On an xdist worker: the controller's evidence file (with --org-snapshot, the same facts, already read)."""
+    if handoff.evidence is None:
+        return LoadedFacts(None, unreachable="the controller could not reach the org")
+    return LoadedFacts(replayed if replayed is not None else snapshot.read(handoff.evidence), handoff.evidence)
