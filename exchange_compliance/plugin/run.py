@@ -17,7 +17,7 @@ import pytest
 
 from ..config import REPORTS_KEEP
 from ..facts import OrgFacts
-from . import evidence, history, reports, terminal, waivers, workers
+from . import coverage, evidence, history, reports, terminal, waivers, workers
 from .options import RunOptions, read_options
 from .results import Row, row_of, sort_key
 from .run_verdict import JudgedRun, exit_status, judge_rows
@@ -49,6 +49,7 @@ class ComplianceRun:
         options, replayed = found
         handoff = workers.received(config)
         if handoff is None:
+            coverage.check_whole_directories(config)  # before anything is written
             try:
                 reports.check_writable(options.report_dir)
             except reports.ReportsError as exc:
