@@ -33,7 +33,7 @@ def test_critical_failure_exits_1_and_names_it(suite):
     )
 
 
-def test_medium_failure_passes_the_default_gate_and_fails_a_lower_one(suite):
+def test_medium_failure_passes_the_default_threshold_and_fails_a_lower_one(suite):
     facts = build_org(2, ("ews-http:EX02",))
     run = suite(facts)
     assert run.ret == 0

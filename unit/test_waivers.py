@@ -205,7 +205,7 @@ def test_waived_failure_does_not_fail_the_run_and_shows_as_waived(suite, tmp_pat
         ("GRP-01", "EX99", today + timedelta(days=30)),
     )
     run = suite(build_org(3, ("backend-cert:EX02", "ews-http:EX03")), "--waivers", str(path))
-    assert run.ret == 0, run.stdout  # EWS-01 (medium) still fails, under the default gate of high
+    assert run.ret == 0, run.stdout  # EWS-01 (medium) still fails, under the default threshold of high
     results = json.loads((run.reports / "latest.json").read_text())
     by_key = {(r["requirement"], r["server"]): r for r in results["rows"]}
     assert by_key["BE-02", "EX02"]["outcome"] == "waived" and by_key["BE-03", "EX02"]["outcome"] == "waived"
