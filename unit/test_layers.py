@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -35,3 +36,41 @@ def test_importing_every_judge_loads_no_io_library():
     io_modules, collectors = (json.loads(line) for line in done.stdout.splitlines())
     assert io_modules == []
     assert collectors == []
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package's modules a module imports (TYPE_CHECKING imports too: a circle is a circle to a reader)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            target = ".".join([*base, *([node.module] if node.module else [])])
+            # `from . import values` imports the submodule; `from .ldap import X`, the module ldap.
+            found |= {f"{target}.{alias.name}" for alias in node.names} | ({target} if node.module else set())
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return (found & set(modules)) - {name}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_module_of_the_package_imports_itself_in_a_circle():
+    modules = {_module_name(p): p for p in (REPO / "exchange_compliance").rglob("*.py")}
+    graph = {name: _imports(path, modules) for name, path in modules.items()}
+    circles = []
+
+    def walk(start: str, name: str, path: list[str]) -> None:
+        for imported in sorted(graph[name]):
+            if imported == start:
+                circles.append(" -> ".join([*path, start]))
+            elif imported not in path and imported > start:
+                walk(start, imported, [*path, imported])
+
+    for name in sorted(graph):
+        walk(name, name, [name])
+    assert circles == []
