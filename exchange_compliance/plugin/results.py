@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal, cast
@@ -44,9 +44,18 @@ class Row:
     details: dict[str, object] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
-        """The row as latest.json and the workers carry it."""
-        row = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {**row, "details": dict(self.details)}
+        """The row as latest.json and the workers carry it, its keys in the schema's order."""
+        return {
+            "requirement": self.requirement,
+            "title": self.title,
+            "server": self.server,
+            "outcome": self.outcome,
+            "severity": self.severity,
+            "message": self.message,
+            "fix": self.fix,
+            "source": self.source,
+            "details": dict(self.details),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Row:
