@@ -1,7 +1,7 @@
 """The vocabulary of names the collectors and the judges share: distinguished names and thumbprints.
 
-Pure string functions, with nothing to import: the judges use them without loading ldap3 or pywinrm, and every
-reader of a DN or a thumbprint agrees with every other.
+Pure string functions on the standard library alone: the judges use them without loading ldap3 or pywinrm, and
+every reader of a DN or a thumbprint agrees with every other.
 """
 
 from __future__ import annotations
