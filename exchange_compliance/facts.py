@@ -181,12 +181,21 @@ class SiteBinding:
 
 @dataclass(frozen=True)
 class SslCertBinding:
-    """One http.sys SSL binding (netsh http show sslcert)."""
+    """One http.sys SSL binding, as http.sys keeps it in the registry (HKLM\\SYSTEM\\CurrentControlSet\\Services\\
+    HTTP\\Parameters\\SslBindingInfo, SslSniBindingInfo, SslCcsBindingInfo), what `netsh http show sslcert` shows.
+
+    `ip_port` is the endpoint the binding is for, in netsh's form for its `kind`: "0.0.0.0:444" for an IP
+    binding ("ipport"), "mail.contoso.com:443" for an SNI binding ("hostnameport"), "443" for a central
+    certificate store binding ("ccs", which has no certificate hash: the certificates come from the share).
+    `certificate_hash` is SslCertHash as an upper-case thumbprint; `application_id` AppId as "{guid}";
+    `store_name` SslCertStoreName as written (None when absent, which http.sys reads as MY).
+    """
 
     ip_port: str
     certificate_hash: str | None
     application_id: str | None
     store_name: str | None
+    kind: str = "ipport"
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from exchange_compliance.facts import Handshake, ServerProbe, Unavailable
 pytestmark = pytest.mark.filterwarnings("ignore:'pywinrm' will use an environment variable defined CA Trust")
 UNIT = Path(__file__).resolve().parent
 DOMAIN = "lab.contoso.test"  # factories.server's
-DOCUMENT = json.dumps({"probe": 1, "computer": "EX01", "certificates": [], "bindings": [], "netsh": {}})
+DOCUMENT = json.dumps({"probe": 1, "computer": "EX01", "certificates": [], "bindings": [], "http": []})
 SOAP = "http://www.w3.org/2003/05/soap-envelope"
 OPERATION_TIMEOUT = (  # what a Receive answers while the command still runs (WSManFault 2150858793)
     f'<s:Envelope xmlns:s="{SOAP}"><s:Body><s:Fault><s:Code><s:Value>s:Receiver</s:Value></s:Code>'

@@ -31,7 +31,6 @@ from winrm.exceptions import InvalidCredentialsError, WinRMTransportError, WSMan
 from exchange_compliance.collect.probe import (
     CMD_LINE_LIMIT,
     encode_script,
-    parse_netsh_sslcert,
     parse_probe_output,
     probe_command,
     probe_script,
@@ -39,10 +38,10 @@ from exchange_compliance.collect.probe import (
 from exchange_compliance.lab.certs import LabCertificates, issue_certificates, thumbprint
 from exchange_compliance.lab.layout import LabLayout
 from exchange_compliance.lab.probe_output import (
-    NETSH_NOT_FOUND,
     ServerState,
+    ascii_only,
     convert_to_json,
-    netsh_show_sslcert,
+    server_facts,
 )
 from exchange_compliance.lab.scenario import Scenario, ServerSpec, load_scenario
 from exchange_compliance.lab.servers import (
@@ -148,7 +147,7 @@ def test_probe_output_of_ex01_in_detail(offline: Lab) -> None:
     text = render_probe_output(offline.state("EX01"))
     assert text.endswith("}\r\n") and "\n" not in text[:-1]  # -Compress: one line, then Write-Output's CRLF
     document = json.loads(text)
-    assert list(document) == ["probe", "computer", "boot", "certificates", "bindings", "netsh"]
+    assert list(document) == ["probe", "computer", "boot", "certificates", "bindings", "http"]
     assert document["probe"] == 1 and document["computer"] == "EX01"
     exchange = next(c for c in document["certificates"] if c["friendlyName"] == "Microsoft Exchange")
     assert exchange["subject"] == exchange["issuer"] == "CN=EX01"
@@ -156,8 +155,18 @@ def test_probe_output_of_ex01_in_detail(offline: Lab) -> None:
     assert exchange["notAfter"].endswith(".0000000Z") and len(exchange["notAfter"]) == 28
     assert exchange["privateKey"] is True
     assert exchange["thumbprint"] == thumbprint(offline.certs.for_server("EX01", "exchange").der)
-    assert list(document["netsh"]) == ["0.0.0.0:444", "0.0.0.0:443"]
     assert all(list(b) == ["site", "protocol", "info", "hash", "store"] for b in document["bindings"])
+    # http.sys's registry values: SslCertHash and AppId (REG_BINARY) as [BitConverter]::ToString prints them
+    # without its dashes, the subkeys in registry order.
+    backend = offline.certs.for_server("EX01", offline.scenario.server("EX01").backend_certificate).thumbprint
+    assert document["http"][-1] == {
+        "table": "SslBindingInfo",
+        "key": "0.0.0.0:444",
+        "hash": backend,
+        "appId": "81E1C34D4BE1214AB02259FC669B0914",
+        "store": "My",
+    }
+    assert [b["key"] for b in document["http"]] == ["0.0.0.0:443", "0.0.0.0:444"]
 
 
 def test_edge_servers_have_no_iis(offline: Lab) -> None:
@@ -169,21 +178,20 @@ def test_edge_servers_have_no_iis(offline: Lab) -> None:
     assert offline.state("EDGE01").presented_thumbprint is None
 
 
-def test_netsh_text_is_what_windows_prints() -> None:
-    text = netsh_show_sslcert("0.0.0.0:444", "AB12CD", "15.1.2507.6")
-    lines = text.split("\r\n")
-    assert lines[:5] == ["", "SSL Certificate bindings:", "-------------------------", "", lines[4]]
-    assert lines[4] == "    IP:port                      : 0.0.0.0:444"
-    assert "    Certificate Hash             : ab12cd" in lines
-    assert "    Verify Client Certificate Revocation : Enabled" in lines
-    assert "    Disable HTTP2                : Not Set" in lines
-    assert text.endswith("\r\n")
-    (binding,) = parse_netsh_sslcert(text)
-    assert (binding.ip_port, binding.certificate_hash, binding.store_name) == ("0.0.0.0:444", "AB12CD", "My")
-    # Server 2012 R2 (Exchange 2013) stops at Negotiate Client Certificate.
-    assert "Disable HTTP2" not in netsh_show_sslcert("0.0.0.0:444", "AB", "15.0.1497.2")
-    missing = netsh_show_sslcert("0.0.0.0:444", None, "15.2.1544.4")
-    assert NETSH_NOT_FOUND in missing and parse_netsh_sslcert(missing) == []
+def test_every_lab_server_reads_back_as_its_facts(offline: Lab) -> None:
+    # The parser and the lab's answer share the probe's field description: what the lab means is what the
+    # suite reads.
+    for state in offline.states.values():
+        assert parse_probe_output(render_probe_output(state)) == server_facts(state)
+
+
+def test_output_is_ascii_whatever_the_certificate_says() -> None:
+    assert ascii_only('{"s":"CN=Serveur d\'\u00e9change, O=M\u00fcller GmbH \U0001f512"}') == (
+        '{"s":"CN=Serveur d\'\\u00e9change, O=M\\u00fcller GmbH \\ud83d\\udd12"}'
+    )
+    assert json.loads(ascii_only(json.dumps({"s": "\u00e9\U0001f512"}, ensure_ascii=False))) == {
+        "s": "\u00e9\U0001f512"
+    }
 
 
 def test_convert_to_json_escapes_like_windows_powershell() -> None:

@@ -46,7 +46,7 @@ def _not_mailbox(server: ExchangeServer) -> Verdict | None:
 
 
 def _backend_bindings(probe: ServerProbe) -> tuple[SiteBinding | None, SslCertBinding | None]:
-    """The site's https binding on 444 (IIS) and the http.sys SSL binding on 0.0.0.0:444 (netsh)."""
+    """The site's https binding on 444 (IIS) and the http.sys SSL binding on 0.0.0.0:444 (its registry key)."""
     site = next(
         (
             b
@@ -146,7 +146,7 @@ def bind_backend_fix(server: ExchangeServer, probe: ServerProbe, now: datetime |
         thumbprint, ps_thumbprint = "$($cert.Thumbprint)", "$cert.Thumbprint"
     if netsh is not None:
         # An existing http.sys binding makes IIS's AddSslCertificate fail; update it in place, keeping its app ID.
-        # The app ID is read from netsh's output: only a GUID is passed on, anything else is not an app ID.
+        # The app ID comes from the server (http.sys's AppId): only a GUID is passed on, anything else is not one.
         appid = netsh.application_id or IIS_APPID
         if not _GUID.fullmatch(appid):
             lines.append(f"# http.sys reported application ID {comment(appid)}, not a GUID: IIS's is used instead")
@@ -279,7 +279,7 @@ def backend_presents_valid_certificate(
 
 def _iis_bound(probe: ServerProbe) -> dict[str, list[tuple[str, str | None]]]:
     """Thumbprint -> where it is bound on 443/444 and the store each binding names, from IIS site bindings and
-    http.sys (netsh)."""
+    http.sys."""
     bound: dict[str, list[tuple[str, str | None]]] = {}
     for site in probe.bindings:
         if site.protocol.lower() == "https" and site.port in (443, 444) and site.certificate_hash:

@@ -1,26 +1,30 @@
 """What collect/probe.ps1 prints on a lab server: the server's state rendered as Windows would render it.
 
-Windows PowerShell 5.1 `ConvertTo-Json -Compress` (JavaScriptSerializer), .NET's X500 name rendering and
-round-trip dates, IIS's Get-WebBinding and `netsh http show sslcert` as English Windows Server prints them.
-Only the suite's probe is answered this way; the lab is not a PowerShell interpreter.
+The server's facts (a ServerProbe, as the probe would find them) are written through the probe's own field
+description (collect/probe_fields.py), which says how Windows PowerShell 5.1 prints each value: .NET's X500
+name rendering, round-trip dates, Get-WebBinding's strings, http.sys's registry values as hex. Then
+`ConvertTo-Json -Compress` (JavaScriptSerializer) and the probe's escape of everything outside ASCII. Only the
+suite's probe is answered this way; the lab is not a PowerShell interpreter.
 """
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import cast
 
 from cryptography import x509
 
+from ..collect.probe_fields import PROBE, TIME, round_trip
+from ..facts import ServerProbe, SiteBinding, SslCertBinding, StoreCertificate
 from .certs import dns_name_list, windows_name
+
+__all__ = ["ServerState", "StoreEntry", "probe_document", "render_probe_output", "round_trip", "server_facts"]
 
 # IIS registers its https bindings with http.sys under this application ID.
 IIS_APP_ID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"
 BACKEND_SITE = "Exchange Back End"
 FRONTEND_SITE = "Default Web Site"
-# What netsh prints (after its header) when http.sys has no binding for the ipport: ERROR_FILE_NOT_FOUND.
-NETSH_NOT_FOUND = "The system cannot find the file specified."
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ class ServerState:
     name: str  # NetBIOS name
     fqdn: str
     address: str
-    version: str  # Exchange build, e.g. "15.2.1544.4": picks the Windows release netsh output follows
+    version: str  # Exchange build, e.g. "15.2.1544.4"
     boot: str  # LastBootUpTime in round-trip format, e.g. "2026-11-20T03:04:05.1234567Z"
     store: tuple[StoreEntry, ...] = ()
     has_iis: bool = True  # Edge Transport servers have no IIS
@@ -60,35 +64,33 @@ class ServerState:
 
 def render_probe_output(state: ServerState) -> str:
     """Exactly what `powershell -EncodedCommand <probe>` writes to stdout on this server (CRLF-terminated)."""
-    return convert_to_json(probe_document(state)) + "\r\n"
+    return ascii_only(convert_to_json(probe_document(state))) + "\r\n"
 
 
 def probe_document(state: ServerState) -> dict:
-    document: dict = {"probe": 1, "computer": state.computer_name, "boot": state.boot}
-    # Cert:\LocalMachine\My lists certificates in the order of their registry keys: by thumbprint.
-    document["certificates"] = [_certificate(entry) for entry in sorted(state.store, key=lambda e: e.thumbprint)]
-    document["bindings"] = site_bindings(state)
-    document["netsh"] = {
-        "0.0.0.0:444": netsh_show_sslcert("0.0.0.0:444", state.backend_thumbprint, state.version),
-        "0.0.0.0:443": netsh_show_sslcert("0.0.0.0:443", state.frontend_thumbprint, state.version),
-    }
-    return document
+    return {"probe": 1, **PROBE.write(server_facts(state))}
 
 
-def site_bindings(state: ServerState) -> list[dict]:
-    """Get-WebBinding of both sites, as probe.ps1 shapes them; http bindings have empty hash and store.
-    Without IIS (Edge) probe.ps1 skips Get-WebBinding: no bindings at all."""
+def server_facts(state: ServerState) -> ServerProbe:
+    """What the probe finds on this server."""
+    return ServerProbe(
+        computer_name=state.computer_name,
+        last_boot=cast(datetime, TIME.read(state.boot, "boot")),
+        # Cert:\LocalMachine\My lists certificates in the order of their registry keys: by thumbprint.
+        certificates=tuple(_certificate(entry) for entry in sorted(state.store, key=lambda e: e.thumbprint)),
+        bindings=site_bindings(state),
+        ssl_bindings=http_sys_bindings(state),
+    )
+
+
+def site_bindings(state: ServerState) -> tuple[SiteBinding, ...]:
+    """Get-WebBinding of both sites; http bindings have no hash or store. Without IIS (Edge) probe.ps1 skips
+    Get-WebBinding: no bindings at all."""
     if not state.has_iis:
-        return []
+        return ()
 
-    def binding(site: str, protocol: str, info: str, thumb: str | None = None) -> dict:
-        return {
-            "site": site,
-            "protocol": protocol,
-            "info": info,
-            "hash": thumb or "",
-            "store": "My" if thumb else "",
-        }
+    def binding(site: str, protocol: str, info: str, thumb: str | None = None) -> SiteBinding:
+        return SiteBinding(site, protocol, info, thumb, "My" if thumb else None)
 
     rows = [binding(BACKEND_SITE, "http", "*:81:")]
     if state.backend_thumbprint:
@@ -96,58 +98,40 @@ def site_bindings(state: ServerState) -> list[dict]:
     rows.append(binding(FRONTEND_SITE, "http", "*:80:"))
     if state.frontend_thumbprint:
         rows.append(binding(FRONTEND_SITE, "https", "*:443:", state.frontend_thumbprint))
-    return rows
+    return tuple(rows)
 
 
-def netsh_show_sslcert(ip_port: str, thumb: str | None, exchange_version: str) -> str:
-    """`netsh http show sslcert ipport=...` piped through Out-String: CRLF lines, a trailing CRLF."""
-    lines = ["", "SSL Certificate bindings:", "-------------------------", ""]
-    if thumb is None:
-        lines += [NETSH_NOT_FOUND, ""]
-    else:
-        fields = [
-            ("IP:port", ip_port),
-            ("Certificate Hash", thumb.lower()),
-            ("Application ID", IIS_APP_ID),
-            ("Certificate Store Name", "My"),
-            ("Verify Client Certificate Revocation", "Enabled"),
-            ("Verify Revocation Using Cached Client Certificate Only", "Disabled"),
-            ("Usage Check", "Enabled"),
-            ("Revocation Freshness Time", "0"),
-            ("URL Retrieval Timeout", "0"),
-            ("Ctl Identifier", "(null)"),
-            ("Ctl Store Name", "(null)"),
-            ("DS Mapper Usage", "Disabled"),
-            ("Negotiate Client Certificate", "Disabled"),
-        ]
-        # Later Windows releases print more flags: 2016 (Exchange 2016/2019) adds these two.
-        if not exchange_version.startswith("15.0."):
-            fields += [("Reject Connections", "Disabled"), ("Disable HTTP2", "Not Set")]
-        # Labels are padded to 29 columns; longer ones are followed by a single space.
-        lines += [f"    {label.ljust(max(29, len(label) + 1))}: {value}" for label, value in fields]
-        lines += ["", ""]
-    return "\r\n".join(lines) + "\r\n"
+def http_sys_bindings(state: ServerState) -> tuple[SslCertBinding, ...]:
+    """The SslBindingInfo subkeys IIS writes for the sites' https bindings (registry order: by name)."""
+    bound = (("0.0.0.0:443", state.frontend_thumbprint), ("0.0.0.0:444", state.backend_thumbprint))
+    return tuple(SslCertBinding(ip_port, thumb, IIS_APP_ID, "My") for ip_port, thumb in bound if thumb)
 
 
-def round_trip(moment: datetime) -> str:
-    """.NET's DateTime.ToUniversalTime().ToString('o'): seven fractional digits and a Z."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}0Z"
-
-
-def _certificate(entry: StoreEntry) -> dict:
+def _certificate(entry: StoreEntry) -> StoreCertificate:
     cert = x509.load_der_x509_certificate(entry.der)
-    return {
-        "thumbprint": entry.thumbprint,
-        "subject": windows_name(cert.subject),
-        "issuer": windows_name(cert.issuer),
-        "dns": dns_name_list(cert),
-        "notBefore": round_trip(cert.not_valid_before_utc),
-        "notAfter": round_trip(cert.not_valid_after_utc),
-        "privateKey": entry.has_private_key,
-        "friendlyName": entry.friendly_name,
-        "raw": base64.b64encode(entry.der).decode("ascii"),
-    }
+    return StoreCertificate(
+        thumbprint=entry.thumbprint,
+        subject=windows_name(cert.subject),
+        issuer=windows_name(cert.issuer),
+        dns_names=tuple(dns_name_list(cert)),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        has_private_key=entry.has_private_key,
+        friendly_name=entry.friendly_name,
+        der=entry.der,
+    )
+
+
+def ascii_only(text: str) -> str:
+    """probe.ps1's last step: every character outside ASCII as a JSON \\u escape of each UTF-16 code unit."""
+    out = []
+    for char in text:
+        if char < "\x80":
+            out.append(char)
+            continue
+        encoded = char.encode("utf-16-le")
+        out += [f"\\u{int.from_bytes(encoded[i : i + 2], 'little'):04x}" for i in range(0, len(encoded), 2)]
+    return "".join(out)
 
 
 def convert_to_json(value: object) -> str:
