@@ -1,7 +1,16 @@
-"""Exchange builds: each cumulative update's build number, by product and name.
+"""Exchange builds: each cumulative update's build number, by product and name, and the names of the builds.
 
-Source: Microsoft Learn, "Exchange Server build numbers and release dates". The one table: the CU gate's target
-names (--target-version "2016 CU23") and the builds GATE-02 knows about (judge/cu_gate.py) both read it.
+The one table: the CU gate's target names (--target-version "2016 CU23", "SE RTM"), the builds GATE-02 knows about
+(judge/cu_gate.py) and the report's names of the servers' builds all read it. Each build was read in at least one
+of these sources:
+- Microsoft Learn, "Exchange Server build numbers and release dates", through its public source
+  MicrosoftDocs/OfficeDocs-Exchange as of July 2021: every RTM, 2013 SP1 and CU up to 2016 CU21 and 2019 CU10
+  (the page's later edits are not public);
+- the build dictionary of Microsoft's CSS-Exchange, which HealthChecker uses (Shared/Get-ExchangeBuildVersion
+  Information.ps1, commit f88378b of April 2026): every CU of 2013, 2016 and 2019 (2013 SP1 as its "CU4"),
+  Exchange SE RTM (15.2.2562.17; also "Exchange Server SE RTM has Build Number 15.2.2562.17" in samuraj-cz.com's
+  "Exchange Server 2016 to Subscription Edition (SE) migration", part 1) and the updates in UPDATE_BUILDS.
+  Exchange SE had no CU there yet: a later one is a target by its build number, named by its product.
 """
 
 from __future__ import annotations
@@ -31,6 +40,19 @@ CU_BUILDS: dict[str, dict[str, str]] = {
         "CU8": "15.2.792.3", "CU9": "15.2.858.5", "CU10": "15.2.922.7", "CU11": "15.2.986.5",
         "CU12": "15.2.1118.7", "CU13": "15.2.1258.12", "CU14": "15.2.1544.4", "CU15": "15.2.1748.10",
     },
+    "SE": {"RTM": "15.2.2562.17"},
+}  # fmt: skip
+# Security (SU) and hotfix (HU) updates of the releases a gate targets today, by the names Microsoft gives them:
+# an update raises only the revision of its CU's build.
+UPDATE_BUILDS: dict[tuple[str, str], dict[str, str]] = {
+    ("2019", "CU15"): {
+        "Apr25HU": "15.2.1748.24", "May25HU": "15.2.1748.26", "Aug25SU": "15.2.1748.36", "Sep25HU": "15.2.1748.37",
+        "Oct25SU": "15.2.1748.39", "Dec25SU": "15.2.1748.42", "Feb26SU": "15.2.1748.43",
+    },
+    ("SE", "RTM"): {
+        "Aug25SU": "15.2.2562.20", "Sep25HU": "15.2.2562.27", "Oct25SU": "15.2.2562.29", "Dec25SU": "15.2.2562.35",
+        "Feb26SU": "15.2.2562.37",
+    },
 }  # fmt: skip
 
 
@@ -55,3 +77,17 @@ def cu_name(version: Version) -> str | None:
         if (known.major, known.minor, known.build) == (version.major, version.minor, version.build):
             return name
     return None
+
+
+def update_name(version: Version) -> str | None:
+    """The security or hotfix update a whole build number is ("Feb26SU" for 15.2.2562.37), if the table has it."""
+    product, cu = version.product.removeprefix("Exchange "), cu_name(version)
+    updates = UPDATE_BUILDS.get((product, cu), {}) if cu else {}
+    return next((name for name, build in updates.items() if parse_build(build) == version), None)
+
+
+def release_name(version: Version) -> str:
+    """What a build is called: "Exchange SE RTM", "Exchange 2019 CU15 Feb26SU"; a build the table does not know (a
+    later CU) by its product alone, "Exchange SE": the product comes from the build number, never from the
+    version's first two parts alone."""
+    return " ".join(part for part in (version.product, cu_name(version), update_name(version)) if part)

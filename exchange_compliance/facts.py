@@ -25,6 +25,11 @@ ROLE_BITS = {
 }
 
 
+# Exchange SE's builds start at 15.2.2562 (SE RTM is 15.2.2562.17); Exchange 2019's last CU, CU15, is 15.2.1748.
+# Microsoft's CSS-Exchange tells them apart the same way (Shared/Get-ExchangeBuildVersionInformation.ps1).
+EXCHANGE_SE_FIRST_BUILD = 2562
+
+
 @dataclass(frozen=True, order=True)
 class Version:
     major: int
@@ -38,6 +43,9 @@ class Version:
 
     @property
     def product(self) -> str:
+        """The product, from the build: Exchange Server Subscription Edition kept Exchange 2019's 15.2."""
+        if (self.major, self.minor) == (15, 2) and self.build >= EXCHANGE_SE_FIRST_BUILD:
+            return "Exchange SE"
         return {(15, 0): "Exchange 2013", (15, 1): "Exchange 2016", (15, 2): "Exchange 2019"}.get(
             (self.major, self.minor), f"Exchange {self.major}.{self.minor}"
         )

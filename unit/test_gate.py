@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import build_org
-from exchange_compliance.builds import CU_BUILDS
+from exchange_compliance.builds import CU_BUILDS, UPDATE_BUILDS, release_name
 from exchange_compliance.facts import Version
 from exchange_compliance.judge.cu_gate import EXCHANGE_2016_CU6, EXCHANGE_2016_CU7
 from exchange_compliance.plugin import run_verdict
@@ -26,6 +26,19 @@ from exchange_compliance.plugin.results import Row
         ("Exchange 2019 cu14", Version(15, 2, 1544, 4), "Exchange 2019 CU14 (15.2.1544.4)"),
         ("2016CU6", Version(15, 1, 1034, 26), "Exchange 2016 CU6 (15.1.1034.26)"),
         (" 2013 SP1 ", Version(15, 0, 847, 32), "Exchange 2013 SP1 (15.0.847.32)"),
+        # Exchange SE shares 15.2 with Exchange 2019: the name comes from the build.
+        ("SE RTM", Version(15, 2, 2562, 17), "Exchange SE RTM (15.2.2562.17)"),
+        ("Exchange SE RTM", Version(15, 2, 2562, 17), "Exchange SE RTM (15.2.2562.17)"),
+        ("exchange se rtm", Version(15, 2, 2562, 17), "Exchange SE RTM (15.2.2562.17)"),
+        ("15.2.2562.17", Version(15, 2, 2562, 17), "Exchange SE RTM (15.2.2562.17)"),
+        ("SE RTM Feb26SU", Version(15, 2, 2562, 37), "Exchange SE RTM Feb26SU (15.2.2562.37)"),
+        ("15.2.2562.27", Version(15, 2, 2562, 27), "Exchange SE RTM Sep25HU (15.2.2562.27)"),
+        ("15.2.2562.43", Version(15, 2, 2562, 43), "Exchange SE RTM (15.2.2562.43)"),  # an update the table lacks
+        ("2019 CU15 Feb26SU", Version(15, 2, 1748, 43), "Exchange 2019 CU15 Feb26SU (15.2.1748.43)"),
+        ("15.2.1748.10", Version(15, 2, 1748, 10), "Exchange 2019 CU15 (15.2.1748.10)"),
+        # Newer than the table: shown by its number, never refused.
+        ("15.2.2999.1", Version(15, 2, 2999, 1), "Exchange SE (15.2.2999.1)"),
+        ("15.3.100.1", Version(15, 3, 100, 1), "Exchange 15.3 (15.3.100.1)"),
     ],
 )
 def test_target_from_build_or_name(text, version, label):
@@ -44,14 +57,30 @@ def test_the_table_agrees_with_the_judge():
     for product, builds in CU_BUILDS.items():
         numbers = [parse_target(build).version.build for build in builds.values()]
         assert numbers == sorted(numbers), product  # each table in release order: a typo shows up here
+    for (product, cu), updates in UPDATE_BUILDS.items():
+        versions = [parse_target(build).version for build in updates.values()]
+        assert versions == sorted(versions), (product, cu)
+        base = parse_target(CU_BUILDS[product][cu]).version
+        assert all(v.build == base.build and v.revision > base.revision for v in versions), (product, cu)
+
+
+def test_the_product_comes_from_the_build():
+    assert Version(15, 2, 2562, 17).product == "Exchange SE"
+    assert Version(15, 2, 2999).product == "Exchange SE"
+    assert Version(15, 2, 1748, 43).product == "Exchange 2019"
+    assert release_name(Version(15, 2, 2562, 20)) == "Exchange SE RTM Aug25SU"
+    assert release_name(Version(15, 2, 2562)) == "Exchange SE RTM"  # versionNumber has no revision
+    assert release_name(Version(15, 2, 2600, 5)) == "Exchange SE"
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("2016 CU99", "Exchange 2016 has no CU99; known: RTM, CU1"),
-        ("2010 SP3", "give a build (15.1.2507.6) or a CU name"),
-        ("14.3.123.4", "not an Exchange 2013/2016/2019 build"),
+        ("SE CU1", "Exchange SE has no CU1; known: RTM (for one the suite's table lacks, give its build number)"),
+        ("SE RTM Jan99SU", "Exchange SE RTM has no update Jan99SU; known: Aug25SU, Sep25HU"),
+        ("2010 SP3", "give a build (15.1.2507.6) or a release name"),
+        ("14.3.123.4", "not an Exchange 2013 or later build"),
         ("latest", "give a build"),
     ],
 )
@@ -149,6 +178,19 @@ def test_unreachable_server_targeted_at_cu6_is_an_error_but_elsewhere_not(suite)
     assert gate_rows(run)["EX02"]["outcome"] == "error"  # whether AUTH-02 holds decides CU6: it is unknown
     run = suite(facts, "--gate", "--target-version", "2016 CU23")
     assert gate_rows(run)["EX02"]["outcome"] == "passed"  # CU23 does not have the CU6 break
+
+
+def test_an_exchange_se_org_is_named_and_gated(suite):
+    run = suite(build_org(2, version="15.2.2562.17"), "--gate", "--target-version", "SE RTM Feb26SU")
+    assert run.ret == 0, run.stdout
+    last = run.stdout.strip().splitlines()[-1]
+    assert last.startswith("exchange-compliance: contoso-unit: GO Exchange SE RTM Feb26SU (15.2.2562.37): nothing")
+    html = (run.reports / "latest.html").read_text()
+    assert "Exchange builds</td><td>Exchange SE RTM (15.2.2562.17): EX01, EX02, EDGE1</td>" in html
+    assert gate_rows(run)["EX01"]["message"].startswith("EX01 runs Exchange SE RTM (15.2.2562.17): GATE-02 is for")
+    # A build newer than the suite's table is a target all the same, named by its number.
+    run = suite(build_org(1, version="15.2.2562.17"), "--gate", "--target-version", "15.2.2999.1")
+    assert run.ret == 0 and "GO Exchange SE (15.2.2999.1): nothing fails" in run.stdout.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..builds import release
+from ..builds import release, release_name
 from ..facts import Directory, ExchangeServer, ServerProbe, Unavailable, Version
 from .auth import Probes, auth_certificate_on_server
 from .verdict import FactUnavailable, Verdict
@@ -31,7 +31,9 @@ def _not_at_stake(server: ExchangeServer, target: Version) -> Verdict | None:
     if current is None:
         raise FactUnavailable(f"{server.name}: its Exchange version could not be read from AD")
     if (current.major, current.minor) != (15, 1):
-        return Verdict.not_applicable(f"{server.name} runs {current.product} ({current}): GATE-02 is for Exchange 2016")
+        return Verdict.not_applicable(
+            f"{server.name} runs {release_name(current)} ({current}): GATE-02 is for Exchange 2016"
+        )
     if (target.major, target.minor, target.build) != (15, 1, EXCHANGE_2016_CU6.build):
         return Verdict.passed(
             f"current build {current}, target {target}: not Exchange 2016 CU6 ({EXCHANGE_2016_CU6}), so the CU6 "

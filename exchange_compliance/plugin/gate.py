@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..builds import CU_BUILDS, cu_name, parse_build
+from ..builds import CU_BUILDS, UPDATE_BUILDS, parse_build, release_name
 from ..facts import Version
 
 _BUILD = re.compile(r"(\d+)\.(\d+)\.(\d+)(?:\.(\d+))?")
-_NAME = re.compile(r"(?:exchange\s*)?(2013|2016|2019)\s*(RTM|SP1|CU\s*\d+)", re.IGNORECASE)
+_NAME = re.compile(
+    r"(?:exchange\s*)?(2013|2016|2019|SE)\s*(RTM|SP1|CU\s*\d+)(?:\s*([a-z]{3}\d\d[sh]u(?:v\d+)?))?", re.IGNORECASE
+)
 
 
 class TargetError(ValueError):
@@ -28,24 +30,35 @@ class Target:
 
 
 def parse_target(text: str) -> Target:
-    """`15.1.2507.6` or a CU name such as `2016 CU23` / `Exchange 2019 CU14`."""
+    """`15.1.2507.6`, or a release name such as `2016 CU23`, `Exchange 2019 CU14`, `SE RTM`, `2019 CU15 Feb26SU`.
+    A build the table does not know (a later CU) is a target too, named by its product and number."""
     text = text.strip()
-    if match := _BUILD.fullmatch(text):
-        major, minor, build, revision = match.groups()
-        version = Version(int(major), int(minor), int(build), int(revision) if revision else None)
-        if (version.major, version.minor) not in ((15, 0), (15, 1), (15, 2)):
-            raise TargetError(f"--target-version {text}: not an Exchange 2013/2016/2019 build (15.0, 15.1 or 15.2)")
-        name = cu_name(version)
-        return Target(version, f"{version.product}{f' {name}' if name else ''} ({version})")
+    if _BUILD.fullmatch(text):
+        version = parse_build(text)
+        if version.major < 15:
+            raise TargetError(f"--target-version {text}: not an Exchange 2013 or later build (15.0 and up)")
+        return Target(version, f"{release_name(version)} ({version})")
     if match := _NAME.fullmatch(text):
-        product, cu = match.group(1), re.sub(r"\s+", "", match.group(2)).upper()
+        product, cu = match.group(1).upper(), re.sub(r"\s+", "", match.group(2)).upper()
         build = CU_BUILDS[product].get(cu)
-        if build is not None:
-            return Target(parse_build(build), f"Exchange {product} {cu} ({build})")
-        known = ", ".join(CU_BUILDS[product])
-        raise TargetError(f"--target-version {text!r}: Exchange {product} has no {cu}; known: {known}")
+        if build is None:
+            known = ", ".join(CU_BUILDS[product])
+            raise TargetError(
+                f"--target-version {text!r}: Exchange {product} has no {cu}; known: {known} (for one the suite's "
+                "table lacks, give its build number)"
+            )
+        if update := match.group(3):
+            updates = UPDATE_BUILDS.get((product, cu), {})
+            build = next((b for name, b in updates.items() if name.lower() == update.lower()), None)
+            if build is None:
+                raise TargetError(
+                    f"--target-version {text!r}: Exchange {product} {cu} has no update {update}; known: "
+                    f"{', '.join(updates) or 'none'} (for one the suite's table lacks, give its build number)"
+                )
+        version = parse_build(build)
+        return Target(version, f"{release_name(version)} ({version})")
     raise TargetError(
-        f"--target-version {text!r}: give a build (15.1.2507.6) or a CU name (2013 CU23, 2016 CU23, 2019 CU15)"
+        f"--target-version {text!r}: give a build (15.1.2507.6) or a release name (2016 CU23, 2019 CU15, SE RTM)"
     )
 
 

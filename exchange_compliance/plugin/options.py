@@ -36,7 +36,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--gate", action="store_true", help="CU gate: add GATE-02 for --target-version and end with GO / NO-GO"
     )
     group.addoption(
-        "--target-version", metavar="BUILD", help='the cumulative update to gate: 15.1.2507.6 or a name, "2016 CU23"'
+        "--target-version", metavar="BUILD", help='the update to gate: 15.1.2507.6, or a name: "2016 CU23", "SE RTM"'
     )
     group.addoption(
         "--waivers", metavar="FILE", help="the waivers file (default: orgs/<org>.waivers.toml when it exists)"

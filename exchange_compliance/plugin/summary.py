@@ -11,8 +11,9 @@ from datetime import datetime, timedelta
 from html import escape
 
 from .. import __version__
+from ..builds import release_name
 from ..catalog import catalog, severity_rank
-from ..facts import OrgFacts
+from ..facts import OrgFacts, Version
 from .history import Changes
 from .results import FAILING, OUTCOMES, Row
 from .run_verdict import JudgedRun
@@ -61,9 +62,30 @@ def run_facts(run: JudgedRun) -> list[tuple[str, str]]:
         ("Facts", f"{source}, collected {when(facts.collected_at.isoformat())}"),
         *([("Domain controller", controller_text(facts))] if facts.directory.domain_controller else []),
         ("Servers checked", f"{len(servers)}: {named}" if servers else "none"),
+        *([("Exchange builds", builds_text(facts))] if servers else []),
         ("Unreachable", facts.unreachable_text() or "none"),
         ("Suite", f"exchange-compliance {__version__}"),
     ]
+
+
+def builds_text(facts: OrgFacts) -> str:
+    """Exchange 2019 CU15 (15.2.1748.10): EX03; Exchange SE RTM (15.2.2562.17): EX01, EX02: the checked servers by
+    the build AD records for them, oldest first."""
+    groups: dict[Version | None, list[str]] = {}
+    for server in facts.checked_servers():
+        groups.setdefault(server.version, []).append(server.name)
+    parts = []
+    for version in sorted(groups, key=_oldest_first):
+        names = groups[version]
+        label = f"{release_name(version)} ({version})" if version else "build not readable from AD"
+        parts.append(f"{label}: {', '.join(names[:10])}" + (f" and {len(names) - 10} more" if len(names) > 10 else ""))
+    return "; ".join(parts)
+
+
+def _oldest_first(version: Version | None) -> tuple[int, ...]:
+    if version is None:
+        return (1,)
+    return (0, version.major, version.minor, version.build, version.revision or 0)
 
 
 def controller_text(facts: OrgFacts) -> str:
