@@ -20,7 +20,7 @@ from factories import (
     unavailable,
 )
 
-from exchange_compliance.facts import Handshake, ServerProbe, StoreCertificate, Unavailable
+from exchange_compliance.facts import Handshake, ServerProbe, SiteBinding, SslCertBinding, StoreCertificate, Unavailable
 from exchange_compliance.judge.backend import (
     backend_binding_exists,
     backend_certificate_valid,
@@ -363,3 +363,24 @@ def test_gate01_fixes_keep_hostile_names_inert():
         "'ex01$(calc)','ex01$(calc).lab.contoso.test' -FriendlyName \"Microsoft Exchange\" -Services IIS"
     ) in fix
     assert HOSTILE not in runnable_text(fix) and "$(calc)" not in runnable_text(fix)
+
+
+def test_gate01_expired_certificate_on_an_sni_binding_is_rebound_there():
+    """A host-name (SNI) binding on 443 is its own http.sys entry: its fix updates that entry, with its app ID."""
+    old = make_cert("mail.contoso.com", ("mail.contoso.com",), issuer_cn="Lab CA", not_after=NOW - timedelta(days=1))
+    renewed = make_cert("mail.contoso.com", ("mail.contoso.com",), issuer_cn="Lab CA")
+    facts = probe(SELF_ENTRY, store_cert(old), store_cert(renewed), backend=thumb(SELF), frontend=thumb(renewed))
+    app = "{12345678-1234-1234-1234-123456789abc}"
+    site = SiteBinding("Default Web Site", "https", "*:443:mail.contoso.com", thumb(old), "My")
+    sni = SslCertBinding("mail.contoso.com:443", thumb(old), app, "MY", kind="hostnameport")
+    facts = replace(facts, bindings=(*facts.bindings, site), ssl_bindings=(*facts.ssl_bindings, sni))
+    verdict = iis_certificates_not_expired(EX01, facts, NOW)
+    assert not verdict.met
+    assert f"http.sys mail.contoso.com:443 → {thumb(old)}, expired" in verdict.evidence
+    assert (
+        f"netsh http update sslcert \"hostnameport=mail.contoso.com:443\" certhash={thumb(renewed)} appid='{app}' "
+        "certstorename=MY" in verdict.fix
+    )
+    assert verdict.fix.count("netsh http update sslcert") == 1  # the IIS binding and http.sys's entry are one
+    # *:443 itself is fine: nothing rebinds it.
+    assert "Enable-ExchangeCertificate" not in verdict.fix

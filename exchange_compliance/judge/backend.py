@@ -8,6 +8,7 @@ certificate (CN=<host>, SANs host and FQDN); the fix is always to bind that one 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 
 from ..facts import ExchangeServer, Handshake, ServerProbe, SiteBinding, SslCertBinding, StoreCertificate, Unavailable
@@ -277,20 +278,36 @@ def backend_presents_valid_certificate(
     return Verdict.failed(f"{evidence}. Problem: {'; '.join(problems)}", fix, **details)
 
 
-def _iis_bound(probe: ServerProbe) -> dict[str, list[tuple[str, str | None]]]:
-    """Thumbprint -> where it is bound on 443/444 and the store each binding names, from IIS site bindings and
-    http.sys."""
-    bound: dict[str, list[tuple[str, str | None]]] = {}
+@dataclass(frozen=True)
+class _Bound:
+    """One IIS or http.sys binding of a certificate on 443/444: how the evidence names it, the store it names, and
+    for a host-name (SNI) binding the http.sys endpoint (host:port) and application ID its fix needs."""
+
+    where: str
+    store: str | None
+    port: int
+    sni: str | None = None
+    app_id: str | None = None
+
+
+def _iis_bound(probe: ServerProbe) -> dict[str, list[_Bound]]:
+    """Thumbprint -> where it is bound on 443/444, from IIS site bindings and http.sys."""
+    bound: dict[str, list[_Bound]] = {}
+    http_sys = {b.ip_port.lower(): b for b in probe.ssl_bindings}
     for site in probe.bindings:
         if site.protocol.lower() == "https" and site.port in (443, 444) and site.certificate_hash:
-            where = f"IIS '{site.site}' https {site.binding_information}"
-            bound.setdefault(normalize_thumbprint(site.certificate_hash) or "", []).append(
-                (where, site.certificate_store)
-            )
-    for entry in probe.ssl_bindings:
-        if entry.ip_port.rsplit(":", 1)[-1] in ("443", "444") and entry.certificate_hash:
-            where = f"http.sys {entry.ip_port}"
-            bound.setdefault(normalize_thumbprint(entry.certificate_hash) or "", []).append((where, entry.store_name))
+            host = site.binding_information.split(":", 2)[2] if site.binding_information.count(":") >= 2 else ""
+            sni = f"{host}:{site.port}" if host else None
+            app_id = http_sys[sni.lower()].application_id if sni and sni.lower() in http_sys else None
+            entry = _Bound(f"IIS '{site.site}' https {site.binding_information}", site.certificate_store, site.port,
+                           sni, app_id)  # fmt: skip
+            bound.setdefault(normalize_thumbprint(site.certificate_hash) or "", []).append(entry)
+    for binding in probe.ssl_bindings:
+        port = binding.ip_port.rsplit(":", 1)[-1]
+        if port in ("443", "444") and binding.certificate_hash:
+            sni = binding.ip_port if binding.kind == "hostnameport" else None
+            entry = _Bound(f"http.sys {binding.ip_port}", binding.store_name, int(port), sni, binding.application_id)
+            bound.setdefault(normalize_thumbprint(binding.certificate_hash) or "", []).append(entry)
     return bound
 
 
@@ -329,10 +346,10 @@ def iis_certificates_not_expired(server: ExchangeServer, probe: ServerProbe | Un
         return Verdict.passed(f"No certificate is bound on 443 or 444 on {server.name}", bound={})
     problems, fixes, seen, unseen = [], [], [], []
     for thumbprint, bindings in sorted(bound.items()):
-        where = [w for w, _ in bindings]
+        where = [b.where for b in bindings]
         seen.append(f"{thumbprint} ({', '.join(where)})")
         # Looked for in My when any of its bindings uses My; bound only from another store, it cannot be seen.
-        elsewhere = [store for _, store in bindings if _other_store(store) is not None]
+        elsewhere = [b.store for b in bindings if _other_store(b.store) is not None]
         if len(elsewhere) == len(bindings):
             unseen.append(_unseen(server, thumbprint, " or ".join(dict.fromkeys(elsewhere)), ", ".join(where)))
             continue
@@ -342,8 +359,8 @@ def iis_certificates_not_expired(server: ExchangeServer, probe: ServerProbe | Un
             continue
         state = f"expired: {info.describe()}" if info else "not in LocalMachine\\My"
         problems.append(f"{', '.join(where)} → {thumbprint}, {state}")
-        fixes += _gate01_fixes(server, probed, info, where, now)
-    details = {"bound": {tp: [w for w, _ in bindings] for tp, bindings in bound.items()}}
+        fixes += _gate01_fixes(server, probed, info, bindings, now)
+    details = {"bound": {tp: [b.where for b in bindings] for tp, bindings in bound.items()}}
     if problems:
         fix = "# Bind a valid certificate before running setup.\n" + "\n".join(dict.fromkeys(fixes))
         notes = [f"could not be checked: {u}" for u in unseen]
@@ -354,13 +371,29 @@ def iis_certificates_not_expired(server: ExchangeServer, probe: ServerProbe | Un
 
 
 def _gate01_fixes(
-    server: ExchangeServer, probed: ServerProbe, info: CertificateInfo | None, where: list[str], now: datetime
+    server: ExchangeServer, probed: ServerProbe, info: CertificateInfo | None, bindings: list[_Bound], now: datetime
 ) -> list[str]:
     fixes = []
-    if any(":444" in w for w in where):
+    if any(b.port == 444 for b in bindings):
         fixes.append(bind_backend_fix(server, probed, now))
-    if any(":443" in w for w in where):
-        new = _replacement(server, probed, info, now)
+    # A host-name (SNI) binding is its own http.sys entry: Enable-ExchangeCertificate rebinds *:443 only.
+    sni = {b.sni: b.app_id for b in bindings if b.port == 443 and b.sni}
+    plain = any(b.port == 443 and not b.sni for b in bindings)
+    new = _replacement(server, probed, info, now) if sni or plain else None
+    for endpoint, app_id in sni.items():
+        if new is None:
+            fixes.append(
+                f"# No valid certificate for the host-name binding {comment(endpoint)} in {comment(server.name)}'s "
+                "store: bind a renewed one there (IIS Manager, the site's https binding for that host name)"
+            )
+            continue
+        # The app ID is read from the server: only a GUID is passed on.
+        app_id = app_id if app_id and _GUID.fullmatch(app_id) else IIS_APPID
+        fixes.append(
+            f"netsh http update sslcert {argument('hostnameport=' + endpoint)} certhash={new} "
+            f"appid={literal(app_id)} certstorename=MY"
+        )
+    if plain:
         fixes.append(
             f"Enable-ExchangeCertificate -Server {argument(server.name)} -Thumbprint {argument(new)} -Services IIS "
             "-Force\niisreset"
