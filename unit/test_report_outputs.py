@@ -17,7 +17,10 @@ from exchange_compliance.facts import Unavailable
 from exchange_compliance.plugin import fixplan, history, results
 from exchange_compliance.plugin.results import OUTCOMES, SCHEMA, Row
 
-ROW_KEYS = {"requirement", "title", "server", "outcome", "severity", "message", "fix", "source", "details"}
+ROW_KEYS = {
+    *("requirement", "title", "server", "outcome", "severity", "message", "fix", "source", "details"),
+    *("failing_since", "failing_runs"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,7 @@ def test_results_document_has_run_metadata_and_stable_rows(runs, latest):
 def test_a_row_is_the_dict_latest_json_holds_in_its_order(latest):
     # Other tools read latest.json: the typed row converts to and from it, key for key and in the same order.
     order = ["requirement", "title", "server", "outcome", "severity", "message", "fix", "source", "details"]
+    order += ["failing_since", "failing_runs"]
     for data in latest["rows"]:
         assert list(data) == order
         assert json.dumps(Row.from_dict(data).as_dict()) == json.dumps(data)
@@ -206,6 +210,8 @@ def test_a_parallel_run_reports_the_same(tmp_path):
     parallel = run_suite(tmp_path / "parallel", facts, *args, "-n", "2")
     assert serial.ret == parallel.ret == 1
     documents = [json.loads((run.reports / "latest.json").read_text()) for run in (serial, parallel)]
+    for document in documents:  # each run started at its own time
+        assert {row.pop("failing_since") for row in document["rows"]} == {None, document["started"]}
     assert documents[0]["rows"] == documents[1]["rows"]  # waivers and GATE-02 applied on the workers alike
     assert documents[0]["verdict"] == documents[1]["verdict"]
     assert documents[1]["waivers"][0]["status"] == "applied"

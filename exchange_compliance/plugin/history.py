@@ -1,20 +1,38 @@
-"""Earlier runs of the same org: "since last run" and pruning old outputs.
+"""Earlier runs of the same org: since when each row has failed, the trend, "since last run", pruning old outputs.
 
-Each run writes timestamped copies (<stamp>.json, .html, .xml, -facts.json, -fixes.ps1) beside latest.*; the
-previous run is the newest timestamped JSON of the same org that got as far as judging (a run that could not
-reach the org has no rows to compare with).
+Each run writes timestamped copies (<stamp>.json, .html, .xml, -facts.json, -fixes.ps1) beside latest.*. The
+run reads the kept history once, at its start (`read`): every timestamped JSON of the org, of which it keeps
+each row's outcome (for the failing streaks, the trend chart and notification) and the newest judged run's whole
+document (for "since last run"; a run that could not reach the org has no rows to compare with). Reading 30 runs
+of a 200-server org (2,000 rows, 1.5 MB of JSON each) takes about 0.4 s, nearly all of it json.loads
+(unit/bench_history.py).
+
+A failing streak: a row that failed or could not be checked in this run has failed since the start of the
+earliest run, within the kept history, from which it failed (or could not be checked) in every run that judged
+it. A passing or not-applicable outcome ends a streak: the row starts again at 1. Two choices, both so that the
+count tells an admin how long a problem has really stood:
+- A waived row keeps its streak going (and carries it): a waiver acknowledges a failure and fixes nothing, so
+  the day it expires the row reads "failing for 40 runs", not 1.
+- A run that did not judge the row (the org could not be reached, the server was not checked, the row was not
+  selected with -k) says nothing about it: it neither ends the streak nor counts in it.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .results import SCHEMA, Row
+from .results import FAILING, SCHEMA, Row
 
 STAMPED = re.compile(r"(\d{8}-\d{6})(?:\.json|\.html|\.xml|-facts\.json|-fixes\.ps1)")
+# The outcomes that keep a row's failing streak going (see the module's docstring for waived).
+STREAK: tuple[str, ...] = (*FAILING, "waived")
+
+Key = tuple[str, str]  # Row.key: the requirement and the server, lower-cased ("" for an org-wide row)
 
 
 def stamps(report_dir: Path) -> list[str]:
@@ -25,52 +43,166 @@ def stamps(report_dir: Path) -> list[str]:
     return sorted(found, reverse=True)
 
 
-def previous_run(report_dir: Path, org: str, before: str, passed_over: list[str] | None = None) -> dict | None:
-    """The newest judged run of `org` older than the stamp `before`, or None.
+@dataclass(frozen=True)
+class PastRun:
+    """What the history keeps of one earlier run of the org."""
 
-    A results file that cannot be compared with (cut short, not UTF-8, not a results document: a hand edit,
+    stamp: str
+    started: str  # ISO 8601, as the run's results document has it
+    status: str  # the verdict's: pass, fail, unreachable (no rows)
+    outcomes: dict[Key, str]  # every row's outcome
+
+    def keys(self, *outcomes: str) -> frozenset[Key]:
+        return frozenset(key for key, outcome in self.outcomes.items() if outcome in outcomes)
+
+
+@dataclass(frozen=True)
+class Streak:
+    since: str  # the start of the streak's first run
+    runs: int
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    """One run in the trend chart."""
+
+    started: str
+    status: str  # pass, fail, unreachable
+    failed: int
+    unchecked: int
+    waived: int
+
+
+@dataclass(frozen=True)
+class History:
+    """The kept history of an org before this run, read once."""
+
+    runs: tuple[PastRun, ...]  # oldest first; runs that could not check the org included
+    previous: dict | None  # the newest judged run's results document, for compare()
+
+    @property
+    def last(self) -> PastRun | None:
+        """The run just before this one, whatever its verdict (notification compares with it)."""
+        return self.runs[-1] if self.runs else None
+
+    def kept(self, keep: int) -> tuple[PastRun, ...]:
+        """The earlier runs that stay once this run is written and the directory pruned to `keep` runs."""
+        return self.runs[len(self.runs) - (keep - 1) :] if keep > 1 else ()
+
+    def streaks(self, keep: int) -> dict[Key, Streak]:
+        """Each row's failing streak as of the newest kept run (rows whose streak ended are absent)."""
+        found: dict[Key, Streak] = {}
+        for run in self.kept(keep):
+            for key, outcome in run.outcomes.items():
+                if outcome in STREAK:
+                    before = found.get(key)
+                    found[key] = Streak(before.since, before.runs + 1) if before else Streak(run.started, 1)
+                else:
+                    found.pop(key, None)
+        return found
+
+    def trend(self, keep: int, started: str, status: str, rows: Iterable[Row]) -> list[TrendPoint]:
+        """The kept runs and this one, oldest first: failed, unchecked and waived rows in each."""
+        points = [_point(run.started, run.status, Counter(run.outcomes.values())) for run in self.kept(keep)]
+        return [*points, _point(started, status, Counter(row.outcome for row in rows))]
+
+
+def _point(started: str, status: str, counts: Counter) -> TrendPoint:
+    return TrendPoint(started, status, counts["failed"], counts["error"], counts["waived"])
+
+
+def mark(row: Row, streaks: dict[Key, Streak], started: str) -> Row:
+    """The row with its failing streak, this run (which started at `started`) included; unchanged when it passes."""
+    if row.outcome not in STREAK:
+        return row
+    before = streaks.get(row.key)
+    if before is None:
+        return replace(row, failing_since=started, failing_runs=1)
+    return replace(row, failing_since=before.since, failing_runs=before.runs + 1)
+
+
+def streak_text(row: Row) -> str:
+    """ "failing for 12 runs, since 2026-11-03" (UTC dates, as the report's times); "" for a row with no streak."""
+    runs = row.failing_runs
+    if not runs or not row.failing_since:
+        return ""
+    return f"failing for {runs} run{'s' if runs != 1 else ''}, since {row.failing_since[:10]}"
+
+
+def read(report_dir: Path, org: str, before: str, passed_over: list[str] | None = None) -> History:
+    """The runs of `org` older than the stamp `before` (this run's).
+
+    A results file that cannot be read as one (cut short, not UTF-8, not a results document: a hand edit,
     another tool's JSON) is passed over, not a traceback: a nightly run must not stop on yesterday's file.
     `passed_over` gets a line naming each, for the run to say.
     """
-    for stamp in stamps(report_dir):
+    runs: list[PastRun] = []
+    previous: dict | None = None
+    for stamp in stamps(report_dir):  # newest first
         path = report_dir / f"{stamp}.json"
         if stamp >= before or not path.exists():  # an html or facts file without its json
             continue
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            _note(passed_over, path, f"cannot read: {exc.strerror}")
+        found = _load(path, passed_over)
+        if found is None or found[0]["org"] != org:
             continue
-        except UnicodeDecodeError:
-            _note(passed_over, path, "not UTF-8")
-            continue
-        except json.JSONDecodeError:
-            _note(passed_over, path, "not JSON (cut short?)")
-            continue
-        if not _results_document(document):
-            _note(passed_over, path, "not a results document of this suite")
-        elif document["org"] == org and document["verdict"]["status"] != "unreachable":
-            return document
+        document, outcomes = found
+        status = document["verdict"]["status"]
+        if previous is None and status != "unreachable":
+            previous = document
+        runs.append(PastRun(stamp, document["started"], status, outcomes))
+    return History(tuple(reversed(runs)), previous)
+
+
+def previous_run(report_dir: Path, org: str, before: str, passed_over: list[str] | None = None) -> dict | None:
+    """The newest judged run of `org` older than the stamp `before`, or None."""
+    return read(report_dir, org, before, passed_over).previous
+
+
+def _load(path: Path, passed_over: list[str] | None) -> tuple[dict, dict[Key, str]] | None:
+    """The results document and its rows' outcomes; None (and a note) for a file that is not one."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        _note(passed_over, path, f"cannot read: {exc.strerror}")
+    except UnicodeDecodeError:
+        _note(passed_over, path, "not UTF-8")
+    except json.JSONDecodeError:
+        _note(passed_over, path, "not JSON (cut short?)")
+    else:
+        outcomes = _outcomes(document)
+        if outcomes is not None:
+            return document, outcomes
+        _note(passed_over, path, "not a results document of this suite")
     return None
 
 
 def _note(passed_over: list[str] | None, path: Path, why: str) -> None:
     if passed_over is not None:
-        passed_over.append(f"{path}: {why}: passed over for 'since last run'")
+        passed_over.append(f"{path}: {why}: passed over for the history of this org")
 
 
-def _results_document(document: object) -> bool:
-    """A results document in the shape compare() and the report read."""
-    if not isinstance(document, dict) or document.get("schema") != SCHEMA or not isinstance(document.get("org"), str):
-        return False
+def _outcomes(document: object) -> dict[Key, str] | None:
+    """Each row's outcome, when the document is a results document in the shape read() and compare() take it.
+
+    One pass over the rows, checking each as it is taken: this is most of what reading the history costs."""
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+        return None
+    if not all(isinstance(document.get(name), str) for name in ("org", "started")):
+        return None
     verdict, rows = document.get("verdict"), document.get("rows")
-    return isinstance(verdict, dict) and isinstance(rows, list) and all(_row(r) for r in rows)
-
-
-def _row(row: object) -> bool:
-    if not isinstance(row, dict) or not isinstance(row.get("server"), str | None):
-        return False
-    return all(isinstance(row.get(name), str) for name in ("requirement", "outcome", "severity"))
+    if not isinstance(verdict, dict) or not isinstance(verdict.get("status"), str) or not isinstance(rows, list):
+        return None
+    outcomes: dict[Key, str] = {}
+    for row in rows:
+        if not isinstance(row, dict):
+            return None
+        requirement, server, outcome = row.get("requirement"), row.get("server"), row.get("outcome")
+        if not (isinstance(requirement, str) and isinstance(outcome, str) and isinstance(row.get("severity"), str)):
+            return None
+        if server is not None and not isinstance(server, str):
+            return None
+        outcomes[requirement, (server or "").lower()] = outcome
+    return outcomes
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Result rows: one per requirement and server, the same in the JSON, the HTML report and the terminal.
 
 The row schema is stable (other tools read latest.json): requirement, title, server, outcome, severity,
-message, fix, source, details. Outcomes: failed, error (the fact could not be collected, or the check
-itself broke), waived (failed or error, acknowledged by a waiver: details["waiver"] says by whom and until
-when), passed, not_applicable.
+message, fix, source, details, failing_since, failing_runs (history.py: since when, and for how many runs in a
+row, the row has failed; null and 0 for a row that passes). Outcomes: failed, error (the fact could not be
+collected, or the check itself broke), waived (failed or error, acknowledged by a waiver: details["waiver"] says
+by whom and until when), passed, not_applicable.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class Row:
     fix: str
     source: str
     details: dict[str, object] = field(default_factory=dict)
+    # Set on the controller from the kept history (history.mark): the start of the first run of the row's
+    # failing streak, and how many runs it spans, this one included.
+    failing_since: str | None = None
+    failing_runs: int = 0
 
     def as_dict(self) -> dict[str, object]:
         """The row as latest.json and the workers carry it, its keys in the schema's order."""
@@ -55,6 +60,8 @@ class Row:
             "fix": self.fix,
             "source": self.source,
             "details": dict(self.details),
+            "failing_since": self.failing_since,
+            "failing_runs": self.failing_runs,
         }
 
     @classmethod
@@ -71,6 +78,8 @@ class Row:
             fix=cast(str, data.get("fix", "")),
             source=cast(str, data.get("source", "")),
             details=dict(cast(dict, data.get("details") or {})),
+            failing_since=cast("str | None", data.get("failing_since")),
+            failing_runs=cast(int, data.get("failing_runs") or 0),
         )
 
     @property
@@ -156,6 +165,13 @@ def row_of(report: pytest.TestReport) -> Row | None:
     """The row a test report carries, if it is a requirement's (collection reports have no user_properties)."""
     found = next((value for key, value in getattr(report, "user_properties", ()) if key == ROW_KEY), None)
     return Row.from_dict(found) if found is not None else None
+
+
+def set_row(report: pytest.TestReport, row: Row) -> None:
+    """Replace the row a test report carries (the controller adds what only it knows: the row's history)."""
+    report.user_properties = [
+        (key, row.as_dict() if key == ROW_KEY else value) for key, value in getattr(report, "user_properties", ())
+    ]
 
 
 def document(

@@ -19,7 +19,7 @@ from ..config import REPORTS_KEEP
 from ..facts import OrgFacts
 from . import coverage, evidence, history, reports, terminal, waivers, workers
 from .options import RunOptions, read_options
-from .results import Row, row_of, sort_key
+from .results import Row, row_of, set_row, sort_key
 from .run_verdict import JudgedRun, exit_status, judge_rows
 
 
@@ -33,7 +33,8 @@ class ComplianceRun:
         # Waivers expire by the calendar of whoever runs the suite; workers take the controller's day.
         self.today = handoff.today if handoff is not None else date.today()
         self.loaded = evidence.LoadedFacts(replayed)
-        self.previous: dict | None = None  # the last judged run of the org, for "since last run"
+        self.history = history.History((), None)  # the org's kept history, read once at the session's start
+        self._streaks: dict[history.Key, history.Streak] | None = None
         self.rows: list[Row] = []
         self.broken: list[str] = []  # tests that failed without a requirement row: a bug in tests_env
         self.results_path: Path | None = None  # latest.json, once written
@@ -65,6 +66,11 @@ class ComplianceRun:
         return self.loaded.facts
 
     @property
+    def keep(self) -> int:
+        """How many runs' files reports/<org>/ keeps: --keep-reports, else the org config's, else the default."""
+        return self.options.keep or self.loaded.keep or REPORTS_KEEP
+
+    @property
     def not_checked(self) -> str | None:
         """Why the org could not be checked at all, known before any test: no domain controller answered."""
         return self.loaded.unreachable
@@ -79,7 +85,7 @@ class ComplianceRun:
             return
         config = session.config
         passed_over: list[str] = []
-        self.previous = history.previous_run(self.options.report_dir, self.options.org_name, self.stamp, passed_over)
+        self.history = history.read(self.options.report_dir, self.options.org_name, self.stamp, passed_over)
         for line in passed_over:
             terminal.say(config, line, yellow=True)
         self.loaded = evidence.load(
@@ -96,12 +102,18 @@ class ComplianceRun:
 
     # --- results --------------------------------------------------------------------------------------------
 
+    # tryfirst: the report's other readers (html, pytest-html) see the row with its failing streak.
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # On the controller this sees the workers' reports too, with their user_properties.
         if not self.is_controller:
             return
         row = row_of(report)
         if row is not None:
+            if self._streaks is None:  # once: the org config's [reports] keep is known by now
+                self._streaks = self.history.streaks(self.keep)
+            row = history.mark(row, self._streaks, self.started.isoformat())
+            set_row(report, row)
             self.rows.append(row)
         elif report.failed:
             self.broken.append(report.nodeid)
@@ -125,8 +137,9 @@ class ComplianceRun:
             verdict=verdict,
             line=f"{options.org_name}: {verdict.line(options.target)}",
             waivers=waivers.status(options.waivers, self.rows, self.today),
-            changes=history.compare(self.previous, self.rows) if self.previous and facts else None,
+            changes=history.compare(previous, self.rows) if (previous := self.history.previous) and facts else None,
             fix_plan=options.report_dir / f"{self.stamp}-fixes.ps1" if facts else None,
+            trend=self.history.trend(self.keep, self.started.isoformat(), verdict.status, self.rows),
         )
         return self._judged
 
@@ -135,10 +148,9 @@ class ComplianceRun:
         if not self.is_controller:
             return
         judged = self.finish()
-        keep = self.options.keep or self.loaded.keep or REPORTS_KEEP
         try:
             self.results_path = reports.write(
-                judged, self.options.report_dir, self.stamp, self.loaded.evidence_path, keep
+                judged, self.options.report_dir, self.stamp, self.loaded.evidence_path, self.keep
             )
         except reports.ReportsError as exc:
             # Said as the run's last line (pytest_unconfigure), not raised: out of this hook, pytest would print

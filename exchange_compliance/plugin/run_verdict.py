@@ -18,7 +18,7 @@ import pytest
 from ..catalog import catalog, severity_rank
 from ..facts import OrgFacts
 from .gate import Target
-from .history import Changes
+from .history import Changes, TrendPoint
 from .results import Row, sort_key
 from .waivers import WaiverStatus
 
@@ -98,6 +98,7 @@ class JudgedRun:
     waivers: list[WaiverStatus]
     changes: Changes | None  # since the last run of the org
     fix_plan: Path | None
+    trend: list[TrendPoint] = field(default_factory=list)  # the kept runs and this one, oldest first
 
 
 def exit_status(judged: JudgedRun, status: int) -> int:
