@@ -18,6 +18,7 @@ import pytest
 
 from . import fixplan
 from . import summary as sections
+from .history import streak_text
 from .results import Row, row_of
 from .run import RUN
 
@@ -30,6 +31,7 @@ td.col-result[data-outcome="Not checked"]{color:#e65100}
 .logwrapper:not(:has(.log)){display:none}
 body{display:flex;flex-direction:column}h1{order:-2}.summary{order:-1}#environment-header,#environment{order:1}
 </style>"""
+EVIDENCE = '<div class="excomp-row'  # how a row's evidence opens
 # What the result cell says, over pytest-html's word (which its filters and sorting need underneath).
 SAYS = {"waived": "Waived", "not_applicable": "Not applicable", "error": "Not checked"}
 
@@ -43,6 +45,23 @@ def pytest_html_report_title(report: object) -> None:
     outcomes["skipped"]["label"] = "Not applicable"
     if report.config.getini("render_collapsed") == "passed":  # type: ignore[attr-defined]  # the default: ours
         report.set_data("renderCollapsed", ["passed", "skipped", "xfailed"])  # type: ignore[attr-defined]
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # The controller has marked the row with its failing streak by now (ComplianceRun's hook is tryfirst), and
+    # pytest-html (trylast) reads the extras after this: the evidence, made where the test ran, is made again
+    # with the streak at its head.
+    row = row_of(report)
+    if row is not None and row.failing_runs:
+        import pytest_html
+
+        made = getattr(report, "extras", [])
+        again = pytest_html.extras.html(evidence_html(row))
+        report.extras = [again if _is_evidence(extra) else extra for extra in made]
+
+
+def _is_evidence(extra: dict) -> bool:
+    return extra.get("format_type") == "html" and str(extra.get("content", "")).startswith(EVIDENCE)
 
 
 def pytest_html_results_table_header(cells: list[str]) -> None:
@@ -97,6 +116,8 @@ def pytest_html_results_summary(prefix: list[str], summary: list[str], postfix: 
     prefix.append(sections.warnings_list(judged.rows))
     if judged.facts is not None:
         prefix.append(sections.grid(judged.rows, list(judged.facts.checked)))
+    postfix.append(sections.trend(judged.trend))
+    if judged.facts is not None:
         postfix.append(sections.changes(judged.changes))
         waivers_path = run.options.waivers_path
         postfix.append(sections.waivers(judged.waivers, str(waivers_path) if waivers_path else None))
@@ -112,7 +133,9 @@ def add_evidence(report: pytest.TestReport, row: Row) -> None:
 
 def evidence_html(row: Row) -> str:
     outcome = row.outcome
-    parts = [f'<div class="excomp-row excomp-{escape(outcome)}">']
+    parts = [f'{EVIDENCE} excomp-{escape(outcome)}">']
+    if streak := streak_text(row):
+        parts.append(f'<p class="excomp-streak"><b>{escape(streak.capitalize())}</b></p>')
     details = row.details
     waiver: dict = details.get("waiver") or details.get("expired_waiver")  # type: ignore[assignment]
     if waiver:

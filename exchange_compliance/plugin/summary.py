@@ -14,7 +14,7 @@ from .. import __version__
 from ..builds import release_name
 from ..catalog import catalog, severity_rank
 from ..facts import OrgFacts, Version
-from .history import Changes
+from .history import Changes, TrendPoint, streak_text
 from .results import FAILING, OUTCOMES, Row
 from .run_verdict import JudgedRun
 from .waivers import WaiverStatus
@@ -183,7 +183,10 @@ def _items(rows: list[Row], detail: int = 0) -> str:
     items = []
     for row in rows:
         extra = f": {escape(_first_line(row.message, detail))}" if detail and row.message else ""
-        items.append(f"<li><b>{escape(row.where)}</b> ({escape(row.severity)}, {escape(row.outcome)}){extra}</li>")
+        streak = f", {escape(streak_text(row))}" if row.failing_runs > 1 else ""
+        items.append(
+            f"<li><b>{escape(row.where)}</b> ({escape(row.severity)}, {escape(row.outcome)}){streak}{extra}</li>"
+        )
     return "".join(items)
 
 
@@ -244,3 +247,81 @@ def warnings_list(rows: list[Row]) -> str:
     if not found:
         return ""
     return f'<div class="excomp-section" id="warnings"><b>Warnings</b><ul>{_items(found, detail=400)}</ul></div>'
+
+
+# The trend chart's colours: the grid's, a shade stronger, so thin bars still read.
+TREND_SERIES = (
+    ("failed", "failed", "#c62828"),
+    ("unchecked", "could not be checked", "#ef6c00"),
+    ("waived", "waived", "#8e24aa"),
+)
+TREND_WIDTH, TREND_HEIGHT = 640, 150
+_PLOT = (40, 10, 630, 120)  # left, top, right, bottom of the bars' area
+
+
+def _scale(top: int) -> int:
+    """The y axis' top: 1, 2 or 5 times a power of ten, at least `top`."""
+    step = 1
+    while True:
+        for factor in (1, 2, 5):
+            if top <= factor * step:
+                return factor * step
+        step *= 10
+
+
+def trend(points: list[TrendPoint]) -> str:
+    """A stacked bar a run, oldest first: its failed, unchecked and waived rows. Inline SVG, no script, no asset."""
+    if not points:
+        return ""
+    left, top, right, bottom = _PLOT
+    peak = _scale(max(max(p.failed + p.unchecked + p.waived for p in points), 1))
+    slot = (right - left) / len(points)
+    width = min(max(slot * 0.75, 1.0), 36.0)  # a few runs make narrow bars, not a wall of colour
+    svg = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" id="trend-chart" width="{TREND_WIDTH}" height="{TREND_HEIGHT}" '
+        f'viewBox="0 0 {TREND_WIDTH} {TREND_HEIGHT}" role="img" font-family="sans-serif" font-size="11">',
+        f"<title>Failed, unchecked and waived rows in the last {len(points)} runs</title>",
+    ]
+    for value in (0, peak // 2, peak) if peak > 1 else (0, peak):
+        y = bottom - (bottom - top) * value / peak
+        svg.append(f'<line x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        svg.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{value}</text>')
+    for index, point in enumerate(points):
+        x = left + index * slot + (slot - width) / 2
+        label = escape(when(point.started))
+        if point.status == "unreachable":
+            svg.append(
+                f'<g class="trend-run unreachable"><title>{label}: the org could not be checked</title>'
+                f'<rect x="{x:.1f}" y="{top}" width="{width:.1f}" height="{bottom - top}" fill="#e0e0e0"/></g>'
+            )
+            continue
+        counts = ", ".join(f"{getattr(point, name)} {words}" for name, words, _colour in TREND_SERIES)
+        bars, base = [], float(bottom)
+        for name, _words, colour in TREND_SERIES:
+            height = (bottom - top) * getattr(point, name) / peak
+            if height:
+                base -= height
+                bars.append(
+                    f'<rect x="{x:.1f}" y="{base:.1f}" width="{width:.1f}" height="{height:.1f}" fill="{colour}"/>'
+                )
+        # An empty slot still answers a hover: a clean run is news too.
+        bars.append(f'<rect x="{x:.1f}" y="{top}" width="{width:.1f}" height="{bottom - top}" fill-opacity="0"/>')
+        svg.append(f'<g class="trend-run"><title>{label}: {counts}</title>{"".join(bars)}</g>')
+    # The first run's date under its bar, and this run's under its own.
+    first_x, last_x = left + (slot - width) / 2, right - (slot - width) / 2
+    if len(points) > 1:
+        first = escape(points[0].started[:10])
+        svg.append(f'<text x="{first_x:.1f}" y="{bottom + 16}" fill="#555">{first}</text>')
+    last = f"{escape(points[-1].started[:10])} (this run)"
+    svg.append(f'<text x="{last_x:.1f}" y="{bottom + 16}" text-anchor="end" fill="#555">{last}</text>')
+    svg.append("</svg>")
+    legend = " ".join(
+        f'<span style="display:inline-block;width:10px;height:10px;background:{colour}"></span> {words}'
+        for _name, words, colour in TREND_SERIES
+    )
+    legend += ' <span style="display:inline-block;width:10px;height:10px;background:#e0e0e0"></span> org not checked'
+    runs = f"{len(points)} run{'s' if len(points) != 1 else ''}"
+    return (
+        f'<div class="excomp-section" id="trend"><b>Trend</b> (the kept history: {runs}, this one last): {legend}'
+        f"<br>{''.join(svg)}</div>"
+    )
