@@ -1,6 +1,6 @@
 """Benchmark (pytest-benchmark) for reading the kept history at the start of a run: 30 earlier runs of a 200-server
-org (2,000 rows each, about 1.6 MB of JSON per run: a real run of 200 servers writes 1.5 MB), then every row's failing streak
-and the trend. Run explicitly; the file name keeps it out of a plain `pytest unit/` run:
+org (2,000 rows each, about 1.6 MB of JSON per run: a real run of 200 servers writes 1.5 MB), then every row's
+failing streak and the trend. Run explicitly; the file name keeps it out of a plain `pytest unit/` run:
 
     pytest unit/bench_history.py --benchmark-only -s
 """
