@@ -125,6 +125,30 @@ def report_data(html: Path) -> dict:
     return json.loads(unescape(blob.group(1)))
 
 
+def judged_run(rows: list, *, org: str = ORG, unreachable: str | None = None, changes: object = None) -> object:
+    """A JudgedRun made in-process, for what reads one (latest.prom, notification): `rows` are results.Row."""
+    from datetime import UTC, datetime
+
+    from exchange_compliance.plugin.run_verdict import JudgedRun, judge_rows
+
+    verdict = judge_rows(rows, "high", False, [], unreachable)
+    return JudgedRun(
+        org_name=org,
+        display_name=None,
+        started=datetime(2026, 11, 22, 2, 30, tzinfo=UTC),
+        duration=12.5,
+        target=None,
+        facts=None,
+        source=None,
+        rows=rows,
+        verdict=verdict,
+        line=f"{org}: {verdict.line()}",
+        waivers=[],
+        changes=changes,  # type: ignore[arg-type]
+        fix_plan=None,
+    )
+
+
 # A live org whose only domain controller is a closed loopback port: refused at once. The credentials it names:
 CREDENTIALS = {"T_LDAP_USER": "u@contoso.test", "T_LDAP_PASSWORD": "pw", "T_WINRM_USER": "u", "T_WINRM_PASSWORD": "pw"}
 

@@ -4,6 +4,7 @@ junitxml's files, and pruning old runs. A directory that cannot be written is on
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -37,6 +38,25 @@ def check_writable(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
             pass
+
+
+def publish(path: Path, data: bytes | str) -> Path:
+    """Write `path` whole or not at all: a temporary file beside it, renamed over it (os.replace). A reader (a
+    node_exporter scrape of latest.prom, a tool polling latest.json) sees the old file or the new one, never half."""
+    content = data.encode("utf-8") if isinstance(data, str) else data
+    # Named so that no reader's pattern takes it for the file (node_exporter reads *.prom only).
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        # Created through the umask like any other report (mkstemp's 0600 would hide it from node_exporter,
+        # which runs as another user).
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(content)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def write(judged: JudgedRun, report_dir: Path, stamp: str, evidence: Path | None, keep: int) -> Path:

@@ -17,7 +17,7 @@ import pytest
 
 from ..config import REPORTS_KEEP
 from ..facts import OrgFacts
-from . import coverage, evidence, history, reports, terminal, waivers, workers
+from . import coverage, evidence, history, metrics, reports, terminal, waivers, workers
 from .options import RunOptions, read_options
 from .results import Row, row_of, set_row, sort_key
 from .run_verdict import JudgedRun, exit_status, judge_rows
@@ -152,6 +152,7 @@ class ComplianceRun:
             self.results_path = reports.write(
                 judged, self.options.report_dir, self.stamp, self.loaded.evidence_path, self.keep
             )
+            metrics.write(judged, self.options.report_dir)
         except reports.ReportsError as exc:
             # Said as the run's last line (pytest_unconfigure), not raised: out of this hook, pytest would print
             # it as an INTERNALERROR traceback. Exit 4: the reports directory is the operator's to fix.
