@@ -5,6 +5,7 @@ Secrets are never in the file: it names the environment variables that hold them
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -17,6 +18,15 @@ from .facts import WARNING_DAYS_RANGE, JudgingSettings
 REPORTS_KEEP = 30
 # What a POSIX shell accepts as a variable name. Anything else in a *_env key is most likely the secret itself.
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# An email address as [notify] takes it: a plain addr-spec (dot-atom local part, a domain of host labels), no
+# display name, nothing a header could be bent with.
+EMAIL_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]+\]?")
+NOTIFY_ON = ("change", "always", "never")
+SMTP_SECURITY = ("starttls", "tls", "none")
 
 
 class ConfigError(ValueError):
@@ -68,6 +78,38 @@ class WinRMSettings:
 
 
 @dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    security: str  # "starttls", "tls" (implicit TLS), or "none" (a loopback host only)
+    user_env: str | None  # both or neither: the login
+    password_env: str | None
+    ca_file: Path | None  # the CA bundle the server's certificate is checked against; the system store if None
+    sender: str
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """[notify]: who hears of a run (plugin/notify.py), by email, a webhook, or both."""
+
+    on: str  # "change" (the verdict, or the failing or unchecked rows, differ from the last run), "always", "never"
+    smtp: SmtpSettings | None
+    webhook_url_env: str | None  # the variable holding the webhook's URL: a secret (Teams and Slack URLs carry tokens)
+    timeout_seconds: float
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine: localhost, 127.0.0.0/8, ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
 class OrgConfig:
     name: str
     source: Path
@@ -84,6 +126,7 @@ class OrgConfig:
     server_timeout_seconds: float
     reports_keep: int = REPORTS_KEEP  # the plugin prunes older runs' files; --keep-reports overrides
     kerberos: KerberosSettings | None = None
+    notify: NotifySettings | None = None
 
     def address_of(self, host: str) -> str:
         """The address to connect to for a host name: an override if the config has one, else the name itself."""
@@ -291,6 +334,7 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
     collection = root.table("collection")
     reports = root.table("reports")
     kerberos_table = root.table("kerberos")
+    notify_table = root.table("notify")
 
     directory_auth = directory.choice("auth", ("simple", "kerberos"), "simple")
     tls = directory.choice("tls", ("ldaps", "starttls", "none"), "ldaps")
@@ -363,10 +407,14 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
         server_timeout_seconds=collection.number("server_timeout_seconds", 120),
         reports_keep=reports.integer("keep", REPORTS_KEEP, low=1, high=10000),
         kerberos=_kerberos(kerberos_table, path) if "kerberos" in data else None,
+        notify=_notify(notify_table, path) if "notify" in data else None,
     )
     directory.retired("bind", '[directory] auth says how: "simple" (the default) or "kerberos"')
     backend.retired("port", "the Exchange Back End site always listens on 444")
-    sections = (org, directory, winrm, backend, thresholds, servers, network, collection, reports, kerberos_table)
+    sections = (
+        *(org, directory, winrm, backend, thresholds, servers, network, collection, reports, kerberos_table),
+        notify_table,
+    )
     for section in (*sections, root):
         section.finish()
     return config
@@ -386,6 +434,56 @@ def _kerberos(section: StrictTable, path: Path) -> KerberosSettings:
         principal_env=principal_env,
         config_file=section.file("config_file"),
     )
+
+
+def _notify(section: StrictTable, path: Path) -> NotifySettings:
+    where = f"{path}: [notify]"
+    on = section.choice("on", NOTIFY_ON, "change")
+    host = section.text("smtp_host", None)
+    smtp = _smtp(section, where, host) if host is not None else None
+    if smtp is None:
+        stray = [key for key in ("smtp_port", "smtp_security", "smtp_user_env", "smtp_password_env", "smtp_ca_file",
+                                 "from", "to") if key in section.data]  # fmt: skip
+        if stray:
+            raise ConfigError(f"{where} {stray[0]}: mail needs smtp_host too")
+    webhook = section.optional_env_name("webhook_url_env")
+    timeout = section.number("timeout_seconds", 30)
+    if smtp is None and webhook is None and on != "never":
+        raise ConfigError(
+            f'{where}: name a mail server (smtp_host, from, to) or a webhook (webhook_url_env), or set on = "never"'
+        )
+    return NotifySettings(on, smtp, webhook, timeout)
+
+
+def _smtp(section: StrictTable, where: str, host: str) -> SmtpSettings:
+    if not HOST_NAME.fullmatch(host):
+        raise ConfigError(f"{where} smtp_host: {host!r} is not a host name or address")
+    security = section.choice("smtp_security", SMTP_SECURITY, "starttls")
+    if security == "none" and not is_loopback(host):
+        raise ConfigError(
+            f'{where} smtp_security: "none" only to a loopback host (localhost, 127.0.0.1, ::1): the message, and '
+            "a password, would cross the network in clear"
+        )
+    port = section.integer("smtp_port", {"starttls": 587, "tls": 465, "none": 25}[security], low=1)
+    user_env = section.optional_env_name("smtp_user_env")
+    password_env = section.optional_env_name("smtp_password_env")
+    if (user_env is None) != (password_env is None):
+        raise ConfigError(f"{where} {'smtp_password_env' if user_env else 'smtp_user_env'}: give both, or neither")
+    ca_file = section.file("smtp_ca_file")
+    if ca_file is not None and security == "none":
+        raise ConfigError(f'{where} smtp_ca_file: no certificate is checked with smtp_security = "none"')
+    sender = _email_address(where, "from", section.text("from"))
+    listed = section.strings("to", None)  # type: ignore[arg-type]
+    if not listed:
+        raise ConfigError(f"{where} to: name at least one recipient")
+    recipients = tuple(_email_address(where, "to", address) for address in listed)
+    return SmtpSettings(host, port, security, user_env, password_env, ca_file, sender, recipients)
+
+
+def _email_address(where: str, key: str, value: str) -> str:
+    if not EMAIL_ADDRESS.fullmatch(value) or len(value) > 254:
+        raise ConfigError(f"{where} {key}: {value!r} is not an email address (name@example.com)")
+    return value
 
 
 def _address_table(network: StrictTable, path: Path) -> dict[str, str]:

@@ -17,7 +17,7 @@ from .. import snapshot
 from ..collect import collect_org
 from ..collect.kerberos import KerberosFailed
 from ..collect.ldap import DirectoryError, DirectoryUnreachable
-from ..config import ConfigError, load_org_config
+from ..config import ConfigError, NotifySettings, load_org_config
 from ..facts import OrgFacts
 from ..snapshot import SnapshotError
 from .options import RunOptions
@@ -32,6 +32,7 @@ class LoadedFacts:
     display_name: str | None = None  # the org config's, when the facts were collected live
     keep: int | None = None  # the org config's [reports] keep, when collected live
     unreachable: str | None = None  # why the org could not be checked: no domain controller answered
+    notify: NotifySettings | None = None  # the org config's [notify], when collected live
 
 
 def load(
@@ -44,12 +45,12 @@ def load(
     """On the controller: the facts (--org-snapshot's, read with the options, or collected live), written as the
     run's evidence file. A config, evidence or reports directory error is a usage error (exit 4)."""
     try:
-        display_name = keep = None
+        display_name = keep = notify = None
         if replayed is not None:
             facts = replayed
         else:
             org_config = load_org_config(options.config_path, options.org_name)  # type: ignore[arg-type]
-            display_name, keep = org_config.display_name, org_config.reports_keep
+            display_name, keep, notify = org_config.display_name, org_config.reports_keep, org_config.notify
             facts = collect_org(org_config, say)
         with writing(options.report_dir):
             evidence = snapshot.write(facts, options.report_dir / f"{stamp}-facts.json")
@@ -60,8 +61,8 @@ def load(
         # Not pytest.exit: the session goes on with no test, so the report and latest.json say why, and
         # yesterday's report is not left looking like today's.
         warn(f"the org could not be checked: {exc}")
-        return LoadedFacts(None, display_name=display_name, keep=keep, unreachable=str(exc))
-    return LoadedFacts(facts, evidence, display_name, keep)
+        return LoadedFacts(None, display_name=display_name, keep=keep, unreachable=str(exc), notify=notify)
+    return LoadedFacts(facts, evidence, display_name, keep, notify=notify)
 
 
 def load_on_worker(handoff: Handoff, replayed: OrgFacts | None) -> LoadedFacts:

@@ -17,7 +17,7 @@ import pytest
 
 from ..config import REPORTS_KEEP
 from ..facts import OrgFacts
-from . import coverage, evidence, history, metrics, reports, terminal, waivers, workers
+from . import coverage, evidence, history, metrics, notify, reports, terminal, waivers, workers
 from .options import RunOptions, read_options
 from .results import Row, row_of, set_row, sort_key
 from .run_verdict import JudgedRun, exit_status, judge_rows
@@ -181,8 +181,23 @@ class ComplianceRun:
                 self.write_error = str(exc)
         if self.write_error is not None:
             terminal.last_line(config, f"ERROR: {self.write_error}", red=True)
-        else:
-            terminal.last_line(config, self.finish().line, bold=True)
+            return
+        self.send_notification(config)
+        terminal.last_line(config, self.finish().line, bold=True)
+
+    def send_notification(self, config: pytest.Config) -> None:
+        """[notify]: tell someone, once every report is written (the message names the report's stamped copy)."""
+        report = self.options.report_dir / f"{self.stamp}.html"
+        if not report.is_file():  # --html elsewhere: no stamped copy
+            report = Path(config.option.htmlpath).resolve() if getattr(config.option, "htmlpath", None) else None
+        notify.after_run(
+            self.loaded.notify,
+            self.finish(),
+            self.history.last,
+            report.resolve() if report is not None else None,
+            say=lambda line: terminal.say(config, line),
+            warn=lambda line: terminal.say(config, line, yellow=True),
+        )
 
 
 RUN = pytest.StashKey[ComplianceRun]()
