@@ -3,8 +3,10 @@
 Registered as a pytest plugin object by exchange_compliance.plugin when `--org` or `--org-snapshot` is given.
 options reads the command line; evidence loads the facts (the controller collects them, workers read the
 evidence file workers hands them); the rows come from the tests' reports; run_verdict judges the run and sets
-its exit status (0 pass, 1 fail, 6 not checked; pytest's 4 for a usage or config error); reports writes
-reports/<org>/ and terminal says it. pytest-html and junitxml write latest.html and latest.xml themselves.
+its exit status (0 pass, 1 fail, 6 not checked; pytest's 4 for a usage or config error); history reads the
+org's earlier runs once, at the start (since last run, each row's failing streak, the trend); reports writes
+reports/<org>/, metrics latest.prom, and terminal says it; notify tells someone, last. pytest-html and junitxml
+write latest.html and latest.xml themselves.
 """
 
 from __future__ import annotations
