@@ -51,6 +51,13 @@ class DirectorySettings:
     timeout_seconds: float
     base_dn: str | None
     auth: str = "simple"  # "simple" (user and password over TLS) or "kerberos" (SASL GSSAPI)
+    # Global catalogs, tried in order as `servers` are; () when not given: the hosts of `servers`, on the GC port.
+    global_catalog: tuple[str, ...] = ()
+    global_catalog_port: int = 3269
+
+    @property
+    def global_catalog_hosts(self) -> tuple[str, ...]:
+        return self.global_catalog or self.servers
 
 
 @dataclass(frozen=True)
@@ -351,7 +358,12 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
     ldap_password_env = (
         directory.optional_env_name("password_env") if ldap_kerberos else directory.env_name("password_env")
     )
+    # The global catalog answers on 3269 over TLS from the first byte, on 3268 in clear (StartTLS, or Kerberos
+    # sealing), as AD's DCs do; the same TLS settings and credentials as the DCs.
+    global_catalog_port = directory.integer("global_catalog_port", 3269 if tls == "ldaps" else 3268, low=1)
     directory_settings = DirectorySettings(
+        global_catalog=_hosts(directory, "global_catalog", path),
+        global_catalog_port=global_catalog_port,
         servers=dc_servers,
         port=directory.integer("port", 636 if tls == "ldaps" else 389, low=1),
         tls=tls,
@@ -484,6 +496,30 @@ def _email_address(where: str, key: str, value: str) -> str:
     if not EMAIL_ADDRESS.fullmatch(value) or len(value) > 254:
         raise ConfigError(f"{where} {key}: {value!r} is not an email address (name@example.com)")
     return value
+
+
+# A host name or an address as a DC's certificate names it: no scheme, no port, no space.
+_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*|\[[0-9A-Fa-f:.]+\]")
+
+
+def _hosts(table: StrictTable, key: str, path: Path) -> tuple[str, ...]:
+    """A list of host names, strictly: a port, a scheme or a duplicate is an error naming the value."""
+    if key not in table.data:
+        table.read.add(key)
+        return ()
+    hosts = table.strings(key)
+    where = f"{path}: [directory] {key}"
+    if not hosts:
+        raise ConfigError(f"{where}: name at least one host, or leave the key out (the servers, on the GC port)")
+    for host in hosts:
+        if ":" in host and not host.startswith("["):
+            raise ConfigError(f"{where}: {host!r}: a host name only; the port is global_catalog_port")
+        if not _HOST.fullmatch(host):
+            raise ConfigError(f"{where}: {host!r} is not a host name")
+    repeated = next((h for i, h in enumerate(hosts) if h.lower() in (o.lower() for o in hosts[:i])), None)
+    if repeated is not None:
+        raise ConfigError(f"{where}: {repeated!r} is listed twice")
+    return hosts
 
 
 def _address_table(network: StrictTable, path: Path) -> dict[str, str]:

@@ -264,3 +264,45 @@ def test_other_transports_need_the_winrm_user(tmp_path):
     path = kerberos_config(tmp_path, 'password_env = "T_WINRM_PASSWORD"\n')
     path.write_text(path.read_text().replace('"kerberos"', '"ntlm"'))
     assert "[winrm] user_env: required key is missing" in error_of(path)
+
+
+# --- the global catalog --------------------------------------------------------------------------------------
+
+
+def test_global_catalog_defaults_to_the_servers_on_the_gc_port(tmp_path):
+    directory = load_org_config(write(tmp_path, MINIMAL)).directory
+    assert directory.global_catalog_hosts == ("dc01.contoso.com",) and directory.global_catalog_port == 3269
+    starttls = MINIMAL.replace("[directory]", '[directory]\ntls = "starttls"')
+    assert load_org_config(write(tmp_path, starttls)).directory.global_catalog_port == 3268
+
+
+def test_global_catalog_hosts_and_port_are_taken_as_given(tmp_path):
+    text = MINIMAL.replace("[directory]", '[directory]\nglobal_catalog = ["gc01.contoso.com", "GC02.contoso.com"]')
+    text = text.replace("[directory]", "[directory]\nglobal_catalog_port = 3270")
+    directory = load_org_config(write(tmp_path, text)).directory
+    assert directory.global_catalog_hosts == ("gc01.contoso.com", "GC02.contoso.com")
+    assert directory.global_catalog_port == 3270 and directory.servers == ("dc01.contoso.com",)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[]", "name at least one host, or leave the key out"),
+        ('"gc01.contoso.com"', "expected a list of strings"),
+        ('["gc01.contoso.com:3269"]', "'gc01.contoso.com:3269': a host name only; the port is global_catalog_port"),
+        ('["ldaps://gc01"]', "a host name only"),
+        ('["gc01 gc02"]', "'gc01 gc02' is not a host name"),
+        ('["gc01", "GC01"]', "'GC01' is listed twice"),
+        ("[1]", "expected a list of strings"),
+    ],
+)
+def test_a_wrong_global_catalog_is_one_line_naming_the_value(tmp_path, value, message):
+    text = MINIMAL.replace("[directory]", f"[directory]\nglobal_catalog = {value}")
+    error = error_of(write(tmp_path, text))
+    assert error.startswith(f"{tmp_path / 'prod.toml'}: [directory] global_catalog") and message in error
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "true", '"3269"'])
+def test_a_wrong_global_catalog_port_is_refused(tmp_path, port):
+    text = MINIMAL.replace("[directory]", f"[directory]\nglobal_catalog_port = {port}")
+    assert "[directory] global_catalog_port" in error_of(write(tmp_path, text))
