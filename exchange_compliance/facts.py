@@ -84,17 +84,72 @@ class ExchangeServer:
         return (self.fqdn or self.name).split(".")[0]
 
 
+# groupType bits (MS-ADTS 2.2.12): a group's scope, and whether it is a security group at all (a distribution
+# group is never in a token).
+GROUP_TYPE_BUILTIN_LOCAL = 0x1
+GROUP_TYPE_GLOBAL = 0x2
+GROUP_TYPE_DOMAIN_LOCAL = 0x4
+GROUP_TYPE_UNIVERSAL = 0x8
+GROUP_TYPE_SECURITY = 0x80000000
+
+
+@dataclass(frozen=True)
+class TokenGroups:
+    """A computer account's tokenGroups and tokenGroupsGlobalAndUniversal (SIDs), read from a DC of its own domain:
+    the groups Windows itself puts in the account's token, to check the suite's expansion against. None: the DC did
+    not return the attribute (the audit account may not read it)."""
+
+    controller: str
+    token_groups: tuple[str, ...] | None
+    global_and_universal: tuple[str, ...] | None
+
+
 @dataclass(frozen=True)
 class Principal:
-    """A computer account or a group: what a token and a membership chain are made of."""
+    """A computer account, a group, or a foreign security principal: what tokens and membership chains are made of."""
 
     dn: str
     sid: str
     name: str
+    # the groups it is directly in, as read (memberOf) and as found (the groups whose `member` names it)
     member_of: tuple[str, ...] = ()
-    kind: str = "group"  # "computer" or "group"
+    kind: str = "group"  # "computer", "group" or "foreign" (a foreign security principal, named by its SID)
     dns_host_name: str | None = None
     primary_group_sid: str | None = None
+    # groupType as read; None in evidence files of earlier versions (scope unknown: the group counts everywhere)
+    group_type: int | None = None
+    # sIDHistory: Windows puts these SIDs in the token beside objectSid
+    sid_history: tuple[str, ...] = ()
+    token_groups: TokenGroups | None = None  # computers only
+
+    @property
+    def scope(self) -> str | None:
+        """"global", "universal", "domain_local" (builtin aliases included), "distribution" (a group no token
+        carries), or None: not a group, or a group whose groupType was not read."""
+        if self.kind != "group" or self.group_type is None:
+            return None
+        group_type = self.group_type & 0xFFFFFFFF
+        if not group_type & GROUP_TYPE_SECURITY:
+            return "distribution"
+        if group_type & GROUP_TYPE_UNIVERSAL:
+            return "universal"
+        if group_type & GROUP_TYPE_GLOBAL:
+            return "global"
+        return "domain_local"
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A domain of the forest (a crossRef in CN=Partitions), and how far the suite could read it."""
+
+    dn: str
+    dns_name: str
+    netbios_name: str | None = None
+    sid: str | None = None
+    # the DC its global and domain-local groups (and its computers' tokenGroups) were read from, host:port
+    controller: str | None = None
+    # why no DC of it could be read; with controller None as well, it was not needed (no server's token needs it)
+    unavailable: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +200,14 @@ class Directory:
     # the [directory] server that was read, and each one passed over before it: "dc01.contoso.com:636: why"
     domain_controller: str | None = None
     skipped_controllers: tuple[str, ...] = ()
+    # The forest's domains, as CN=Partitions lists them; () in evidence files of earlier versions (one domain).
+    domains: tuple[Domain, ...] = ()
+    # the global catalog that was read (host:port), or why none could be
+    global_catalog: str | None = None
+    global_catalog_unavailable: str | None = None
+    # nTSecurityDescriptor (owner, group, DACL) of the server objects' ancestors up to CN=Microsoft Exchange, by DN:
+    # where an inherited ACE is set
+    container_descriptors: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def server(self, name: str) -> ExchangeServer:
         for server in self.servers:
