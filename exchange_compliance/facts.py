@@ -84,6 +84,10 @@ class ExchangeServer:
         return (self.fqdn or self.name).split(".")[0]
 
 
+# What every network logon adds to a token (EXCHANGE_FACTS §2): Everyone, Authenticated Users, NETWORK, This
+# Organization. Domain-local groups can hold them, as foreign security principals named by these SIDs.
+NETWORK_LOGON_SIDS = frozenset({"S-1-1-0", "S-1-5-11", "S-1-5-2", "S-1-5-15"})
+
 # groupType bits (MS-ADTS 2.2.12): a group's scope, and whether it is a security group at all (a distribution
 # group is never in a token).
 GROUP_TYPE_BUILTIN_LOCAL = 0x1

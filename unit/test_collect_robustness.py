@@ -177,6 +177,8 @@ directory = factories.directory(tuple(factories.server(name) for name in names))
 
 
 class Reader:
+    round_trips = 0
+
     def __init__(self, *args):
         pass
 
@@ -219,7 +221,7 @@ def stub_directory(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
     directory = factories.directory(tuple(factories.server(name) for name in names))
     connection = type("Connection", (), {"usage": None, "unbind": lambda self: None})
     monkeypatch.setattr(collect, "open_connection", lambda config, credentials: Bound(connection(), "127.0.0.1"))
-    monkeypatch.setattr(collect, "DirectoryReader", lambda *args: type("R", (), {"read": lambda self: directory})())
+    monkeypatch.setattr(collect, "DirectoryReader", lambda *args: type("R", (), {"read": lambda self: directory, "round_trips": 0})())
 
 
 # --- a surprise on one server stays on that server ---------------------------------------------------------------

@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from ..config import Credentials, OrgConfig
-from ..facts import ExchangeServer, Handshake, OrgFacts, ServerProbe, Unavailable
+from ..facts import Directory, ExchangeServer, Handshake, OrgFacts, ServerProbe, Unavailable
 from . import kerberos
-from .ldap import DirectoryError, DirectoryReader, close, one_line, open_connection
+from .ldap import DirectoryError, DirectoryReader, Sources, close, one_line, open_connection
 from .tls import BACKEND_PORT, HandshakeFailed, fetch_certificate
 from .winrm import ProbeFailed, check_transport, run_probe, timed_out
 
@@ -50,22 +50,27 @@ def collect_org(config: OrgConfig, progress: Progress = lambda _message: None) -
     if ticket is not None and ticket.principal:
         progress(f"kerberos: a ticket for {ticket.principal} from {ticket.keytab}")
     started = time.monotonic()
-    bound = open_connection(config, ticket if config.directory.auth == "kerberos" else directory_credentials)
+    credentials = ticket if config.directory.auth == "kerberos" else directory_credentials
+    bound = open_connection(config, credentials)
+    # The global catalog and the DCs of other domains, opened as the read needs them.
+    sources = Sources(config, credentials, bound)  # type: ignore[arg-type]
     try:
-        directory = DirectoryReader(bound.connection, config.directory.base_dn).read()
-        searches = bound.connection.usage.search_operations if bound.connection.usage else None
+        reader = DirectoryReader(bound.connection, config.directory.base_dn, sources)
+        directory = reader.read()
+        searches = f"{reader.round_trips} LDAP round trips"
     except DirectoryError as exc:
         # Which DC broke off or referred matters once there are several; the DC's words never carry the password.
         reason = one_line(str(exc), directory_credentials.password if directory_credentials else None, limit=1000)
         raise DirectoryError(f"{bound.controller}: {reason}") from None
     finally:
+        sources.close()
         close(bound.connection)
     directory = replace(directory, domain_controller=bound.controller, skipped_controllers=bound.skipped)
     checked = select_servers(directory.servers, config)
     skipped = f" ({'; '.join(bound.skipped)} skipped)" if bound.skipped else ""
     progress(
         f"directory: {bound.controller}{skipped}: org {directory.org_name!r}, {len(directory.servers)} servers, "
-        f"{searches} LDAP searches in {time.monotonic() - started:.1f}s; probing {len(checked)} servers"
+        f"{searches} in {time.monotonic() - started:.1f}s{_forest_note(directory)}; probing {len(checked)} servers"
     )
     started = time.monotonic()
     probes, handshakes = collect_servers(checked, config, winrm_credentials)
@@ -84,6 +89,13 @@ def collect_org(config: OrgConfig, progress: Progress = lambda _message: None) -
         + (f"; unreachable or failing: {', '.join(failed)}" if failed else "")
     )
     return facts
+
+
+def _forest_note(directory: Directory) -> str:
+    """", global catalog gc01:3269" or why not; and each domain that could not be read."""
+    catalog = directory.global_catalog or f"none ({directory.global_catalog_unavailable})"
+    unread = [f"{d.netbios_name or d.dns_name} not read ({d.unavailable})" for d in directory.domains if d.unavailable]
+    return "".join(f", {part}" for part in [f"global catalog {catalog}", *unread])
 
 
 def collect_servers(
