@@ -27,18 +27,21 @@ from exchange_compliance.facts import (
     ROLE_BITS,
     AuthConfig,
     Directory,
+    Domain,
     ExchangeServer,
     Principal,
     ServerProbe,
     SiteBinding,
     SslCertBinding,
     StoreCertificate,
+    TokenGroups,
     Unavailable,
     Version,
     VirtualDirectory,
 )
 from exchange_compliance.judge.backend import IIS_APPID
 from exchange_compliance.judge.certificates import certificate_info
+from exchange_compliance.names import rdn_value
 
 # --- certificates and Exchange facts ---------------------------------------------------------------------
 
@@ -225,6 +228,28 @@ def with_ace_flags(case: str, flags: int, index: int = 0) -> bytes:
     return bytes(data)
 
 
+EXCHANGE = f"CN=Microsoft Exchange,CN=Services,{CONFIG}"
+ADMIN_GROUP = f"CN=Exchange Administrative Group (FYDIBOHF23SPDLT),CN=Administrative Groups,{ORG}"
+# The server objects' ancestors, by key, and the recorded case each carries by default: CN=Microsoft Exchange its
+# own, the organization setup's ACEs (protected), the containers below it what the organization passes on.
+CONTAINERS = {
+    "exchange": (EXCHANGE, "exchange_container"),
+    "org": (ORG, "org_default"),
+    "groups": (f"CN=Administrative Groups,{ORG}", "server_default"),
+    "admin_group": (ADMIN_GROUP, "server_default"),
+    "servers": (SERVERS, "server_default"),
+}
+
+
+def container_descriptors(cases: dict[str, str | bytes] | None = None) -> dict[str, bytes]:
+    """The descriptors of the server objects' ancestors: CONTAINERS, with `cases` (key -> fixture case or bytes)
+    replacing the defaults."""
+    chosen = {key: case for key, (_, case) in CONTAINERS.items()} | (cases or {})
+    return {
+        dn: raw(chosen[key]) if isinstance(chosen[key], str) else chosen[key] for key, (dn, _) in CONTAINERS.items()
+    }  # type: ignore[misc]
+
+
 def acl_directory(
     descriptors: dict[str, str | bytes | None] | None = None,
     member_of: dict[str, tuple[str, ...]] | None = None,
@@ -232,10 +257,13 @@ def acl_directory(
     names: dict[str, str] | None = None,
     primary: dict[str, int] | None = None,
     n: int = 6,
+    containers: dict[str, str | bytes] | None = None,
+    earlier_evidence: bool = False,
 ) -> Directory:
     """A directory for the rights judges: EX01..EXn (Mailbox + Client Access, in ES and ETS) and EDGE1, their
     computer accounts and groups, and security descriptors recorded from Samba; `descriptors` maps server ->
-    fixture case."""
+    fixture case, `containers` a key of CONTAINERS -> fixture case. One domain, and no group types: scopes play no
+    part. `earlier_evidence`: as an evidence file of an earlier version, without the containers' descriptors."""
     descriptors, member_of, nesting = descriptors or {}, member_of or {}, nesting or {}
     names, primary = names or {}, primary or {}
 
@@ -300,6 +328,132 @@ def acl_directory(
         auth_config=None,
         virtual_directories=(),
         domain_sid=DOMAIN_SID,
+        container_descriptors={} if earlier_evidence else container_descriptors(containers),
+    )
+
+
+# --- a forest of two domains: lab.contoso.test and its child, child.lab.contoso.test ---------------------------
+
+CHILD_SID = FIXTURE["sids"]["CDL"].rsplit("-", 1)[0]
+CHILD_BASE = f"DC=child,{BASE}"
+ROOT_DOMAIN = Domain(BASE, DOMAIN, "LAB", DOMAIN_SID, f"dc01.{DOMAIN}:636")
+CHILD_DOMAIN = Domain(CHILD_BASE, f"child.{DOMAIN}", "CHILD", CHILD_SID, f"dc11.child.{DOMAIN}:636")
+UNIVERSAL, GLOBAL, DOMAIN_LOCAL, BUILTIN = 0x80000008, 0x80000002, 0x80000004, 0x80000005
+DISTRIBUTION = 0x00000008  # a universal distribution group: in no token
+FOREST_GROUPS = {  # key -> (DN, SID, groupType)
+    "ES": (f"CN=Exchange Servers,{MESG}", FIXTURE["sids"]["ES"], UNIVERSAL),
+    "ETS": (f"CN=Exchange Trusted Subsystem,{MESG}", FIXTURE["sids"]["ETS"], UNIVERSAL),
+    "OM": (f"CN=Organization Management,{MESG}", FIXTURE["sids"]["OM"], UNIVERSAL),
+    "DA": (f"CN=Domain Admins,CN=Users,{BASE}", f"{DOMAIN_SID}-512", GLOBAL),
+    "DC": (f"CN=Domain Computers,CN=Users,{BASE}", f"{DOMAIN_SID}-515", GLOBAL),
+    "SOT": (f"CN=Server Operators Team,OU=Teams,{BASE}", FIXTURE["sids"]["SOT"], GLOBAL),
+    "MA": (f"CN=Messaging Admins,OU=Teams,{BASE}", f"{DOMAIN_SID}-2300", UNIVERSAL),
+    "LIST": (f"CN=All Servers List,OU=Teams,{BASE}", f"{DOMAIN_SID}-2301", DISTRIBUTION),
+    "USERS": (f"CN=Users,CN=Builtin,{BASE}", "S-1-5-32-545", BUILTIN),
+    "CDC": (f"CN=Domain Computers,CN=Users,{CHILD_BASE}", f"{CHILD_SID}-515", GLOBAL),
+    "CDA": (f"CN=Domain Admins,CN=Users,{CHILD_BASE}", f"{CHILD_SID}-512", GLOBAL),
+    "CSOT": (f"CN=Server Operators Team,OU=Teams,{CHILD_BASE}", f"{CHILD_SID}-2200", GLOBAL),
+    "CDL": (f"CN=Exchange Deny,OU=Teams,{CHILD_BASE}", FIXTURE["sids"]["CDL"], DOMAIN_LOCAL),
+    "CAU": (f"CN=Readers,OU=Teams,{CHILD_BASE}", f"{CHILD_SID}-3002", DOMAIN_LOCAL),
+}
+# Authenticated Users as each domain's CN=ForeignSecurityPrincipals names it (a domain-local group may hold it).
+FOREST_FOREIGN = {
+    "AU": f"CN=S-1-5-11,CN=ForeignSecurityPrincipals,{BASE}",
+    "CAU_FSP": f"CN=S-1-5-11,CN=ForeignSecurityPrincipals,{CHILD_BASE}",
+}
+
+
+def forest_directory(
+    member_of: dict[str, tuple[str, ...]] | None = None,
+    nesting: dict[str, tuple[str, ...]] | None = None,
+    descriptors: dict[str, str] | None = None,
+    containers: dict[str, str | bytes] | None = None,
+    token_groups: dict[str, tuple[str, ...]] | None = None,
+    unavailable: dict[str, str] | None = None,
+    global_catalog: str | None = f"dc01.{DOMAIN}:3269",
+) -> Directory:
+    """Evidence of a forest of two domains as the collector writes it: EX01..EX03 with computer accounts in the root
+    domain (LAB, lab.contoso.test, where /PrepareAD ran: the Exchange groups are universal groups there), EX04..EX06
+    in the child (CHILD, child.lab.contoso.test), EDGE1; the groups of FOREST_GROUPS with their types; every
+    container's descriptor.
+
+    `member_of`: server -> group keys (default ES and ETS); `nesting`: group or FOREST_FOREIGN key -> group keys;
+    `descriptors`: server -> fixture case; `token_groups`: server -> group keys its tokenGroups list (read from a DC
+    of its domain; absent: not read); `unavailable`: "LAB"/"CHILD" -> why no DC of it answered; `global_catalog`:
+    None for a global catalog that did not answer."""
+    member_of, nesting, descriptors = member_of or {}, nesting or {}, descriptors or {}
+    token_groups, unavailable = token_groups or {}, unavailable or {}
+
+    def dn(key: str) -> str:
+        return FOREST_GROUPS[key][0] if key in FOREST_GROUPS else FOREST_FOREIGN[key]
+
+    groups: dict[str, Principal] = {}
+    for key, (group_dn, sid, group_type) in FOREST_GROUPS.items():
+        name = rdn_value(group_dn)
+        groups[group_dn] = Principal(group_dn, sid, name, tuple(dn(g) for g in nesting.get(key, ())), "group", None,
+                                     None, group_type)  # fmt: skip
+    for key, fsp_dn in FOREST_FOREIGN.items():
+        groups[fsp_dn] = Principal(
+            fsp_dn, "S-1-5-11", "S-1-5-11", tuple(dn(g) for g in nesting.get(key, ())), "foreign"
+        )
+    sids = {key: FOREST_GROUPS[key][1] for key in FOREST_GROUPS}
+    servers, computers = [], {}
+    for i in range(1, 7):
+        name = f"EX{i:02d}"
+        child = i > 3
+        domain = CHILD_DOMAIN if child else ROOT_DOMAIN
+        base, domain_sid = (CHILD_BASE, CHILD_SID) if child else (BASE, DOMAIN_SID)
+        fqdn = f"{name.lower()}.{domain.dns_name}"
+        case = descriptors.get(name, "server_default")
+        servers.append(ExchangeServer(name, f"CN={name},{SERVERS}", fqdn, 6, None, None, raw(case)))
+        listed = token_groups.get(name)
+        computers[name] = Principal(
+            f"CN={name},CN=Computers,{base}",
+            f"{domain_sid}-{1300 + i}",
+            f"{name}$",
+            tuple(dn(g) for g in member_of.get(name, ("ES", "ETS"))),
+            "computer",
+            fqdn,
+            f"{domain_sid}-515",
+            token_groups=None
+            if listed is None
+            else TokenGroups(domain.controller or "", tuple(sids[k] for k in listed), None),
+        )
+    servers.append(
+        ExchangeServer("EDGE1", f"CN=EDGE1,{SERVERS}", "edge1.dmz.test", 64, None, None, raw("server_default"))
+    )
+    domains = tuple(
+        replace(d, controller=None, unavailable=unavailable[d.netbios_name or ""])
+        if d.netbios_name in unavailable
+        else d
+        for d in (ROOT_DOMAIN, CHILD_DOMAIN)
+    )
+    return Directory(
+        domain_dn=BASE,
+        configuration_dn=CONFIG,
+        org_name="Contoso",
+        org_dn=ORG,
+        org_security_descriptor=raw("org_default"),
+        well_known_groups={
+            "exchange_servers": dn("ES"),
+            "exchange_trusted_subsystem": dn("ETS"),
+            "organization_management": dn("OM"),
+        },
+        extended_rights={
+            "ms-Exch-EPI-Token-Serialization": TS,
+            "ms-Exch-EPI-Impersonation": FIXTURE["guids"]["IMP"],
+        },
+        servers=tuple(servers),
+        computers=computers,
+        groups=groups,
+        auth_config=None,
+        virtual_directories=(),
+        domain_sid=DOMAIN_SID,
+        netbios_domain="LAB",
+        domains=domains,
+        global_catalog=global_catalog,
+        global_catalog_unavailable=None if global_catalog else f"dc01.{DOMAIN}:3269: Connection refused",
+        container_descriptors=container_descriptors(containers),
     )
 
 

@@ -188,38 +188,64 @@ def test_failure_work_is_per_ace_and_trustee_not_per_object(monkeypatch: pytest.
     directory = acl_directory(n=40, nesting={"ETS": ("DA",)})
     searched: list[str] = []
     real = denials.membership_chain
-    monkeypatch.setattr(denials, "membership_chain", lambda d, dn, sid: searched.append(sid) or real(d, dn, sid))
+    monkeypatch.setattr(
+        denials, "membership_chain", lambda d, dn, sid, within: searched.append(sid) or real(d, dn, sid, within)
+    )
     verdict = acl01(directory, "EX07")
     assert searched == [f"{DOMAIN_SID}-512"]
-    assert len(verdict.evidence.splitlines()) == 4 and len(verdict.fix.splitlines()) == 4
+    # The cut, restart, gpresult, the confirmation; and the other way out in two comment lines.
+    assert len(verdict.evidence.splitlines()) == 4 and len(verdict.fix.splitlines()) == 6
+
+
+INHERITED_EVERYONE = with_ace_flags("deny_everyone", 0x12)  # (OD;CIID;CR;TS;;WD), inherited
+ORG_SETS_EVERYONE = with_ace_flags("deny_everyone", 0x02)  # (OD;CI;CR;TS;;WD): the organization sets it
 
 
 def test_inherited_deny_outside_any_group_is_removed_where_it_is_set() -> None:
-    inherited_everyone = with_ace_flags("deny_everyone", 0x12)  # (OD;CIID;CR;TS;;WD), inherited
-    org = with_ace_flags("deny_everyone", 0x02)  # the organization container sets it for its children
-    directory = replace(
-        acl_directory(descriptors={f"EX0{i}": inherited_everyone for i in range(1, 7)}), org_security_descriptor=org
+    passed_on = {"org": ORG_SETS_EVERYONE, "groups": INHERITED_EVERYONE, "admin_group": INHERITED_EVERYONE}
+    directory = acl_directory(
+        descriptors={f"EX0{i}": INHERITED_EVERYONE for i in range(1, 7)},
+        containers={**passed_on, "servers": INHERITED_EVERYONE},
     )
     verdict = acl01(directory, "EX01")
-    assert f"for Everyone (S-1-1-0), inherited from the organization container ({ORG})" in verdict.evidence
+    assert f"for Everyone (S-1-1-0), inherited from the organization container ({ORG}), where it is set" in (
+        verdict.evidence
+    )
     assert "every network logon carries Everyone" in verdict.evidence
     removals = [line for line in verdict.fix.splitlines() if line.startswith("Remove-ADPermission")]
     assert removals == [
         f'Remove-ADPermission -Identity "{ORG}" -User "Everyone" -Deny -AccessRights ExtendedRight '
         f'-ExtendedRights "{TOKEN_SERIALIZATION}" -InheritanceType All'
     ]
-    assert "inherited by 6 server object(s) from the organization container" in verdict.fix
+    # What else it covers: every server object that carries it, and the containers that pass it on.
+    assert "to every caller (Everyone) on 6 server object(s) (EX01, EX02, EX03, EX04, EX05, EX06)" in verdict.fix
+    assert "passed on through the Administrative Groups container, the administrative group Exchange" in verdict.fix
     assert "restart" not in verdict.fix
 
 
-def test_inherited_deny_from_an_unknown_container_is_not_given_a_guessed_command() -> None:
-    inherited_everyone = with_ace_flags("deny_everyone", 0x12)
-    directory = acl_directory(descriptors={"EX03": inherited_everyone})  # the organization container does not set it
+def test_inherited_deny_in_earlier_evidence_is_placed_by_the_organization_container_alone() -> None:
+    # An evidence file of an earlier version holds only the organization container's descriptor.
+    directory = replace(
+        acl_directory(descriptors={f"EX0{i}": INHERITED_EVERYONE for i in range(1, 7)}, earlier_evidence=True),
+        org_security_descriptor=ORG_SETS_EVERYONE,
+    )
     verdict = acl01(directory, "EX01")
-    assert f"inherited from a container below the organization container ({ORG}), which does not set it" in (
+    assert f"inherited from the organization container ({ORG}), where it is set" in verdict.evidence
+    assert f'Remove-ADPermission -Identity "{ORG}" -User "Everyone" -Deny' in verdict.fix
+    below = acl01(acl_directory(descriptors={"EX03": INHERITED_EVERYONE}, earlier_evidence=True), "EX01")
+    assert "from where is unknown: a container below the organization container, which does not set it" in (
+        below.evidence
+    )
+
+
+def test_inherited_deny_from_an_unknown_container_is_not_given_a_guessed_command() -> None:
+    # EX03's object carries an inherited deny that its Servers container does not pass on.
+    directory = acl_directory(descriptors={"EX03": INHERITED_EVERYONE})
+    verdict = acl01(directory, "EX01")
+    assert f"from where is unknown: {SERVERS} does not pass it on (no copy of it with container inheritance)" in (
         verdict.evidence
     )
-    assert "must be found" in verdict.fix and "<that container>" in verdict.fix
+    assert "do not show where" in verdict.fix and "<that container>" in verdict.fix
     runnable = runnable_text(verdict.fix)
     assert "Remove-ADPermission" not in runnable and "<" not in runnable  # no placeholder that looks runnable
     assert 'Get-ADPermission -Identity "EX03"' in runnable  # the confirmation still runs

@@ -17,18 +17,23 @@ from exchange_compliance.judge.access import (
     check_right,
     computer_account,
     covers_right,
-    display_name,
+    domain_of,
     group_name,
     membership_chain,
     netbios_domain,
     principal_by_dn,
+    principal_label,
     principal_token,
     qualified_name,
-    sid_name,
-    transitive_groups,
+    resource_domain,
+    several_domains,
+    sid_label,
+    token_gaps,
+    token_groups,
+    token_mismatch,
     unresolved_groups,
 )
-from exchange_compliance.judge.denials import Denials, acl01_failure
+from exchange_compliance.judge.denials import Denials, acl01_failure, membership_arguments, remove_membership
 from exchange_compliance.judge.powershell import comment, quote
 from exchange_compliance.judge.security_descriptor import (
     CONTAINER_INHERIT_ACE,
@@ -40,6 +45,8 @@ from exchange_compliance.judge.security_descriptor import (
 from exchange_compliance.judge.verdict import FactUnavailable, Verdict
 
 TOKEN_SERIALIZATION = "ms-Exch-EPI-Token-Serialization"
+# servers named in one line of evidence before "and N more"
+LISTED = 10
 IMPERSONATION = "ms-Exch-EPI-Impersonation"
 
 
@@ -94,43 +101,72 @@ def _unevaluated_note(server: ExchangeServer, decision: AccessDecision) -> list[
 
 def token_serialization_not_denied(directory: Directory, caller: ExchangeServer) -> Verdict:
     """ACL-01: no deny in effect keeps the caller's computer account from ms-Exch-EPI-Token-Serialization on any
-    Exchange server object (the back end checks its own object against the calling front end's token)."""
+    Exchange server object (the back end checks its own object against the calling front end's token, which holds
+    the domain-local groups of the back end's domain: one token per domain of the targets)."""
     if caller.is_edge:
         return Verdict.not_applicable(f"{caller.name} is an Edge server: no computer account in the domain")
     try:
         account = computer_account(directory, caller.name)
     except NoComputerAccount as err:
-        raise FactUnavailable(f"{err}: cannot build the token {caller.name} presents to other servers") from None
+        raise FactUnavailable(
+            f"{err}{_not_found_why(directory)}: cannot build the token {caller.name} presents to other servers"
+        ) from None
     cn, guid = right_guid(directory, TOKEN_SERIALIZATION)
-    token = principal_token(directory, account)
     found = Denials()
     unreadable: list[str] = []
     notes: list[str] = []
+    unknown_tokens: dict[tuple[str, ...], list[ExchangeServer]] = {}
     for target in directory.servers:
         try:
             descriptor = _descriptor(target)
         except FactUnavailable as err:
             unreadable.append(str(err))
             continue
+        resource = resource_domain(directory, target)
+        gaps = token_gaps(directory, account, resource)
+        if gaps:
+            unknown_tokens.setdefault(tuple(gaps), []).append(target)
+            continue
+        token = principal_token(directory, account, resource)
         decision = check_right(descriptor, token, guid)
         notes += _unevaluated_note(target, decision)
         if decision.outcome == "denied":
-            found.add(target, decision, applicable_aces(descriptor, token, guid))
+            found.add(target, decision, applicable_aces(descriptor, token, guid), token)
         elif decision.outcome == "not_granted":
             notes.append(f"{target.name}: not granted either ({decision.reason}; see ACL-02)")
+    who = principal_label(directory, account)
+    for gaps, targets in unknown_tokens.items():
+        names = ", ".join(t.name for t in targets[:LISTED]) + (
+            f" and {len(targets) - LISTED} more" if len(targets) > LISTED else ""
+        )
+        unreadable.append(
+            f"{len(targets)} server object(s) ({names}): the token {who} presents there is not known: "
+            + "; ".join(gaps)
+        )
     unresolved = unresolved_groups(directory, account)
     if unresolved:
         notes.append(
             "groups in the membership that were not collected (a deny through them would be missed): "
             + "; ".join(unresolved)
         )
-    who = display_name(account)
+    mismatch = token_mismatch(directory, account)
+    if mismatch is not None:
+        unreadable.append(mismatch.describe(directory, who))
     if not found.count:
         if unreadable:
             raise FactUnavailable(f"ACL-01 for {who} cannot be judged on: " + "; ".join(unreadable))
         evidence = f"{who} is not denied {cn} on any of the {len(directory.servers)} Exchange server objects."
         return Verdict.passed("\n".join([evidence, *notes]), account=who, right=cn, notes=notes)
     return acl01_failure(directory, caller, account, cn, found, unreadable, notes)
+
+
+def _not_found_why(directory: Directory) -> str:
+    """Why a computer account may not have been found: in a forest of several domains, without the global catalog
+    only the [directory] domain was searched."""
+    if several_domains(directory) and directory.global_catalog is None:
+        why = directory.global_catalog_unavailable or "not read"
+        return f" (the global catalog could not be read, {why}: only the [directory] domain was searched)"
+    return ""
 
 
 # --- ACL-02 / ACL-03 -------------------------------------------------------------------------------------------
@@ -146,7 +182,13 @@ def exchange_servers_hold_right(directory: Directory, server: ExchangeServer, ri
     group = principal_by_dn(directory, es_dn)
     if group is None:
         raise FactUnavailable(f"the Exchange Servers group {es_dn} was not collected (its SID is needed)")
-    token = principal_token(directory, group)
+    resource = resource_domain(directory, server)
+    gaps = token_gaps(directory, group, resource)
+    if gaps:
+        raise FactUnavailable(
+            f"the token {group.name} gives its members at {server.name} is not known: " + "; ".join(gaps)
+        )
+    token = principal_token(directory, group, resource)
     descriptor = _descriptor(server)
     decision = check_right(descriptor, token, guid)
     name = group.name
@@ -160,7 +202,7 @@ def exchange_servers_hold_right(directory: Directory, server: ExchangeServer, ri
     if decision.outcome == "denied" and decision.ace is not None and decision.index is not None:
         lines.append(
             f"- {_ace_text(directory, decision.index, decision.ace)} denies it to "
-            f"{sid_name(directory, decision.ace.sid or '')} ({decision.ace.sid}) ahead of any allow"
+            f"{sid_label(directory, decision.ace.sid or '')} ({decision.ace.sid}) ahead of any allow"
         )
         later = [i for i, a in applicable_aces(descriptor, token, guid) if a.ace_type.kind == "allow"]
         lines.append(f"- allowed further down by ACE #{', #'.join(map(str, later))}" if later else "- no ACE allows it")
@@ -168,7 +210,7 @@ def exchange_servers_hold_right(directory: Directory, server: ExchangeServer, ri
     else:
         lines += _explain_not_granted(directory, descriptor, token, guid, decision)
     lines += notes
-    domain = netbios_domain(directory)
+    domain = netbios_domain(directory, group.dn)
     user = f"{domain}\\{name}"  # one value: quoting the name alone would leave the domain part open
     commands.append(
         f"Add-ADPermission -Identity {quote(server.name)} -User {quote(user)} "
@@ -186,9 +228,7 @@ def _acl02_deny_fix(directory: Directory, server: ExchangeServer, group: Princip
     chain = membership_chain(directory, group.dn, ace.sid or "")
     if len(chain) >= 2:
         # Exchange Servers nested into a denied group: undo the nesting (it hurts every object, not only this one).
-        commands.append(
-            f"Remove-ADGroupMember -Identity {quote(chain[1].name)} -Members {quote(group.name)} -Confirm:$false"
-        )
+        commands += remove_membership(directory, group, chain[1])
     if not ace.inherited:
         # An explicit deny precedes an explicit allow in canonical order: the allow below would not win.
         user = qualified_name(directory, ace.sid or "")
@@ -254,34 +294,61 @@ def _org_inheritable_allow(directory: Directory, token: frozenset[str], guid: st
 
 
 def exchange_group_membership(directory: Directory, server: ExchangeServer) -> Verdict:
-    """GRP-01: the computer account is in Exchange Servers and Exchange Trusted Subsystem, directly or nested."""
+    """GRP-01: the computer account is in Exchange Servers and Exchange Trusted Subsystem, directly or nested (as its
+    token carries them: through security groups, global and universal ones)."""
     if server.is_edge:
         return Verdict.not_applicable(f"{server.name} is an Edge server: no computer account in the domain")
     try:
         account = computer_account(directory, server.name)
     except NoComputerAccount as err:
-        raise FactUnavailable(str(err)) from None
-    who = display_name(account)
-    reached = {g.dn.lower(): g for g in transitive_groups(directory, account)}
+        raise FactUnavailable(f"{err}{_not_found_why(directory)}") from None
+    who = principal_label(directory, account)
+    reached = {g.dn.lower(): g for g in token_groups(directory, account)}
+    token = principal_token(directory, account)
     found, missing = [], []
     for role in ("exchange_servers", "exchange_trusted_subsystem"):
         dn = well_known_dn(directory, role)
-        name = group_name(directory, dn)
+        name = _group_label(directory, dn)
         if dn.lower() in reached:
-            chain = membership_chain(directory, account.dn, reached[dn.lower()].sid)
-            found.append(
-                f"{name} ({'directly' if len(chain) == 2 else 'via ' + ARROW.join(p.name for p in chain[1:-1])})"
-            )
+            chain = membership_chain(directory, account.dn, reached[dn.lower()].sid, token)
+            via = ARROW.join(principal_label(directory, p) for p in chain[1:-1])
+            found.append(f"{name} ({'directly' if len(chain) == 2 else 'via ' + via})")
         else:
             missing.append((name, dn))
+    mismatch = token_mismatch(directory, account)
     if not missing:
+        if mismatch is not None:
+            raise FactUnavailable(mismatch.describe(directory, who))
         return Verdict.passed(f"{who} is a member of " + " and ".join(found) + ".", account=who)
+    gaps = token_gaps(directory, account, None)
+    if gaps:
+        missed = " and ".join(name for name, _ in missing)
+        raise FactUnavailable(f"{who} was not found in {missed}, but its groups are not all known: " + "; ".join(gaps))
     lines = [f"{who} is not a member of {name} ({dn})" for name, dn in missing]
     if found:
         lines.append("member of " + ", ".join(found))
     unresolved = unresolved_groups(directory, account)
     if unresolved:
         lines.append("not collected, so not followed: " + "; ".join(unresolved))
-    fix = [f"Add-ADGroupMember -Identity {quote(name)} -Members {quote(who)}" for name, _ in missing]
+    if mismatch is not None:
+        lines.append("note: " + mismatch.describe(directory, who))
+    fix = [
+        f"Add-ADGroupMember {membership_arguments(directory, dn, group_name(directory, dn), account)}"
+        for _, dn in missing
+    ]
     fix.append(f"# then restart {comment(server.name)} so its computer token carries the group")
     return Verdict.failed("\n".join(lines), "\n".join(fix), account=who, missing=[dn for _, dn in missing])
+
+
+def _group_label(directory: Directory, dn: str) -> str:
+    """The group's name as evidence shows it: with its domain in a forest of several domains."""
+    group = principal_by_dn(directory, dn)
+    if group is not None:
+        return principal_label(directory, group)
+    domain = domain_of(directory, dn)
+    name = group_name(directory, dn)
+    return (
+        f"{domain.netbios_name or domain.dns_name}\\{name}"
+        if domain is not None and several_domains(directory)
+        else name
+    )

@@ -26,11 +26,14 @@ SIDS = {
     "OM": f"{DOMAIN_SID}-1104",  # Organization Management
     "SOT": f"{DOMAIN_SID}-1200",  # Server Operators Team (seed 000's nesting)
     "EX02": f"{DOMAIN_SID}-1302",
+    # A child domain of the forest (unit/factories.py forest_directory): a domain-local group there.
+    "CDL": "S-1-5-21-1111111111-2222222222-3333333333-3001",
 }
 GUIDS = {
     "TS": "06386f89-befb-4e48-baa1-559fd9221f78",  # ms-Exch-EPI-Token-Serialization
     "IMP": "8db0795c-df3a-4aca-a97d-100162998dfa",  # ms-Exch-EPI-Impersonation
     "CLS": "01a9aa9c-a2ee-11d1-a3d9-00c04fc3fec4",  # an object class GUID, for inherited object types
+    "SRV": "01a9aa9c-a981-11d2-a9ff-00c04f8eedd8",  # msExchExchangeServer's schemaIDGUID
 }
 # Setup's ACEs on the organization container (EXCHANGE_FACTS.md §2), and the same inherited by a server object.
 ORG_DENIES = "".join(f"(OD;CI;CR;{{{r}}};;{t})" for r in ("TS", "IMP") for t in ("EA", "DA", "SA", "{OM}"))
@@ -71,6 +74,18 @@ CASES: dict[str, dict] = {
         "patch": {"types": {"0": 9, "1": 10, "2": 11, "3": 12, "4": 13}, "app_data": {"0": "6172747800000000"}},
     },
     "unknown_type": {"sddl": "D:(A;;RP;;;WD)(A;;CR;;;{ES})", "patch": {"types": {"0": 0x30}}},
+    # Where an inherited deny is set (judge/inheritance.py): the container that sets it, and the copies below.
+    "exchange_container": {"sddl": "O:DAG:DAD:AI(A;CI;RPLCLORC;;;AU)(A;;CCDCLCSWRPWPDTLOSDRCWDWO;;;SY)"},
+    "sets_sot_deny": {"sddl": "O:DAG:DAD:AI(OD;CI;CR;{TS};;{SOT})" + EXPLICIT + INHERITED},
+    "sot_deny_inherited": {"sddl": "O:DAG:DAD:AI" + EXPLICIT + "(OD;CIID;CR;{TS};;{SOT})" + INHERITED},
+    "sets_sot_deny_np": {"sddl": "O:DAG:DAD:AI(OD;CINP;CR;{TS};;{SOT})" + EXPLICIT + INHERITED},
+    "sot_deny_inherited_np": {"sddl": "O:DAG:DAD:AI" + EXPLICIT + "(OD;ID;CR;{TS};;{SOT})" + INHERITED},
+    "protected_sets_sot_deny": {"sddl": "O:DAG:DAD:P(OD;CI;CR;{TS};;{SOT})" + EXPLICIT},
+    "sets_sot_deny_typed": {"sddl": "O:DAG:DAD:AI(OD;CI;CR;{TS};{SRV};{SOT})" + EXPLICIT + INHERITED},
+    "sot_deny_passed_typed": {"sddl": "O:DAG:DAD:AI" + EXPLICIT + "(OD;CIIOID;CR;{TS};{SRV};{SOT})" + INHERITED},
+    "sot_deny_inherited_typed": {"sddl": "O:DAG:DAD:AI" + EXPLICIT + "(OD;CIID;CR;{TS};{SRV};{SOT})" + INHERITED},
+    "sets_child_dl_deny": {"sddl": "O:DAG:DAD:AI(OD;CI;CR;{TS};;{CDL})" + EXPLICIT + INHERITED},
+    "child_dl_deny_inherited": {"sddl": "O:DAG:DAD:AI" + EXPLICIT + "(OD;CIID;CR;{TS};;{CDL})" + INHERITED},
     "sid_forms": {"sddl": "O:S-1-5-21-1-2-3-4294967295G:S-1-16-12288D:(A;;0x1200a9;;;S-1-5-80-1-2-3-4-5)"},
 }
 
