@@ -221,7 +221,8 @@ def stub_directory(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
     directory = factories.directory(tuple(factories.server(name) for name in names))
     connection = type("Connection", (), {"usage": None, "unbind": lambda self: None})
     monkeypatch.setattr(collect, "open_connection", lambda config, credentials: Bound(connection(), "127.0.0.1"))
-    monkeypatch.setattr(collect, "DirectoryReader", lambda *args: type("R", (), {"read": lambda self: directory, "round_trips": 0})())
+    reader = type("R", (), {"read": lambda self: directory, "round_trips": 0})
+    monkeypatch.setattr(collect, "DirectoryReader", lambda *args: reader())
 
 
 # --- a surprise on one server stays on that server ---------------------------------------------------------------
