@@ -128,7 +128,7 @@ class Principal:
 
     @property
     def scope(self) -> str | None:
-        """"global", "universal", "domain_local" (builtin aliases included), "distribution" (a group no token
+        """ "global", "universal", "domain_local" (builtin aliases included), "distribution" (a group no token
         carries), or None: not a group, or a group whose groupType was not read."""
         if self.kind != "group" or self.group_type is None:
             return None

@@ -92,7 +92,7 @@ def collect_org(config: OrgConfig, progress: Progress = lambda _message: None) -
 
 
 def _forest_note(directory: Directory) -> str:
-    """", global catalog gc01:3269" or why not; and each domain that could not be read."""
+    """ ", global catalog gc01:3269" or why not; and each domain that could not be read."""
     catalog = directory.global_catalog or f"none ({directory.global_catalog_unavailable})"
     unread = [f"{d.netbios_name or d.dns_name} not read ({d.unavailable})" for d in directory.domains if d.unavailable]
     return "".join(f", {part}" for part in [f"global catalog {catalog}", *unread])
