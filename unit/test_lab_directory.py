@@ -94,6 +94,16 @@ def test_plan_lays_out_the_seeds_org():
     assert members["Domain Admins"] == ["Server Operators Team"]
 
 
+def test_plan_sets_a_deny_on_the_administrative_group_before_the_servers_exist():
+    plan = _plan(load_scenario("rights-cases"))
+    dns = Dns("Contoso")
+    ops = [(step["op"], step.get("dn")) for step in plan["steps"]]
+    aces = [step for step in plan["steps"] if step["op"] == "aces" and step["dn"] == dns.admin_group]
+    assert [step["sddl"] for step in aces] == [f"(OD;CI;CR;{TOKEN_SERIALIZATION};;{{sid:Admin Group Deny Team}})"]
+    assert ops.index(("add", dns.admin_group)) < ops.index(("aces", dns.admin_group))
+    assert ops.index(("aces", dns.admin_group)) < ops.index(("add", dns.server("EX01")))
+
+
 def test_plan_gives_joined_servers_keys_and_http_spns_and_names_the_keytabs():
     scenario = parse_scenario({"servers": [{"name": "EX01"}, {"name": "EDGE01", "roles": ["Edge"]}]}, "k.toml")
     plan = _plan(scenario)

@@ -13,7 +13,6 @@ import pytest
 from lab_org import LAB_ROOT, REPO, lab_up, needs_lab, outcomes, row, run_suite
 
 from exchange_compliance.collect import collect_org
-from exchange_compliance.collect.ldap import DirectoryReader, open_connection
 from exchange_compliance.config import load_org_config
 from exchange_compliance.facts import ServerProbe
 from exchange_compliance.judge.certificates import thumbprint_of
@@ -143,21 +142,6 @@ def test_discovery_finds_exactly_the_scenarios_servers_and_probes_each():
         # What 444 presents on the wire is the certificate the binding names.
         (bound,) = [b.certificate_hash for b in probe.ssl_bindings if b.ip_port == "0.0.0.0:444"]
         assert normalize_thumbprint(thumbprint_of(facts.handshakes[spec.name].der)) == bound
-
-
-def test_ldap_round_trips_do_not_grow_with_the_number_of_servers():
-    def searches(count: int) -> int:
-        lab_up("healthy", servers=count)
-        config = load_org_config(REPO / "orgs" / "lab.toml")
-        connection = open_connection(config, config.directory_credentials()).connection
-        try:
-            directory = DirectoryReader(connection).read()
-            assert len(directory.servers) == count
-            return connection.usage.search_operations
-        finally:
-            connection.unbind()
-
-    assert searches(3) == searches(40)
 
 
 def test_unreachable_server_is_an_error_on_its_own_rows_only(tmp_path):

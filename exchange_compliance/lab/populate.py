@@ -101,6 +101,10 @@ def role_mask(roles: tuple[str, ...]) -> int:
     return mask
 
 
+# [[aces]] object names for the containers between the organization and the server objects (Dns attributes).
+CONTAINER_TARGETS = {"admin-group": "admin_group", "servers-container": "servers"}
+
+
 class Dns:
     """The DNs of one scenario's Exchange organization."""
 
@@ -131,6 +135,8 @@ class Dns:
     def ace_target(self, ace: AceSpec) -> str:
         if ace.object == "org":
             return self.org
+        if ace.object in CONTAINER_TARGETS:
+            return getattr(self, CONTAINER_TARGETS[ace.object])
         if ace.object.lower().startswith("server:"):
             return self.server(ace.object.split(":", 1)[1])
         return ace.object
@@ -307,6 +313,9 @@ def build_plan(
         ),
         _add(dns.servers, objectClass="msExchServersContainer"),
     ]
+    for ace in scenario.aces:
+        if ace.object in CONTAINER_TARGETS:  # before the servers exist too, as setup's ACEs on the organization
+            steps.append({"op": "aces", "dn": dns.ace_target(ace), "sddl": ace.sddl})
     for site in dict.fromkeys(s.site for s in scenario.servers):
         if site != DEFAULT_SITE:  # provisioning creates Default-First-Site-Name
             steps.append(_add(Dns.site(site), objectClass="site"))
@@ -326,7 +335,7 @@ def build_plan(
         steps.append(_add(dns.auth_config, **auth))
 
     for ace in scenario.aces:
-        if ace.object != "org":
+        if ace.object != "org" and ace.object not in CONTAINER_TARGETS:
             steps.append({"op": "aces", "dn": dns.ace_target(ace), "sddl": ace.sddl})
     for server in scenario.servers:
         if server.protect_dacl:

@@ -85,7 +85,8 @@ class GroupSpec:
 
 @dataclass(frozen=True)
 class AceSpec:
-    """SDDL ACE(s) added to an object: "org", "server:<NAME>", or a DN. `{sid:<account>}` is replaced."""
+    """SDDL ACE(s) added to an object: "org", "admin-group", "servers-container", "server:<NAME>", or a DN.
+    `{sid:<account>}` is replaced."""
 
     object: str
     sddl: str
