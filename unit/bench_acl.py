@@ -116,7 +116,9 @@ def test_acl01_all_callers_denied_everywhere_cold(benchmark: BenchmarkFixture) -
     details = sum(len(json.dumps(v.details)) for v in verdicts)
     benchmark.extra_info.update(report_lines=lines, details_bytes=details)
     print(f"\nover 200 rows: {lines} lines of evidence and fix, {details:,} bytes of details")
-    assert lines <= 10 * N
+    # Per row: the ACE, the chain, the summary line; the cut, restart, gpresult, the confirmation, and the other way
+    # out (removing the deny where it is set) in two comment lines. A row lists every object only when few deny.
+    assert lines <= 12 * N
 
 
 def test_check_right_40000_warm(benchmark: BenchmarkFixture, directory: Directory) -> None:

@@ -31,6 +31,7 @@ from .inheritance import (
     Origin,
     access_rights,
     ace_origin,
+    container_of,
     container_role,
     coverage,
     inheritance_type,
@@ -69,7 +70,6 @@ class Denials:
     # the token each trustee SID was first found in (a chain explains that token's membership)
     tokens: dict[str, frozenset[str]] = field(default_factory=dict)
     _chains: dict[str, list[Principal]] = field(default_factory=dict)
-    _origins: dict[tuple[Ace, str], Origin] = field(default_factory=dict)
 
     def add(
         self,
@@ -100,13 +100,18 @@ class Denials:
             self._chains[sid] = membership_chain(directory, account.dn, sid, self.tokens.get(sid))
         return self._chains[sid]
 
-    def origin(self, directory: Directory, target: ExchangeServer, ace: Ace) -> Origin:
-        """Where an inherited ACE on the target is set: one walk per ACE and parent container, however many servers
-        share them."""
-        key = (ace, parent_dn(target.dn).lower())
-        if key not in self._origins:
-            self._origins[key] = ace_origin(directory, target, ace)
-        return self._origins[key]
+    def origins(
+        self, directory: Directory, ace: Ace, targets: list[ExchangeServer]
+    ) -> dict[Origin, list[ExchangeServer]]:
+        """Where an inherited ACE on each target is set, the targets grouped by it: one walk per parent container
+        (servers share a few), not one per target."""
+        by_container: dict[str, list[ExchangeServer]] = {}
+        for target in targets:
+            by_container.setdefault(container_of(target.dn), []).append(target)
+        grouped: dict[Origin, list[ExchangeServer]] = {}
+        for servers in by_container.values():
+            grouped.setdefault(ace_origin(directory, servers[0], ace), []).extend(servers)
+        return grouped
 
 
 def acl01_failure(
@@ -159,20 +164,16 @@ def _origins(
 ) -> list[tuple[str, list[ExchangeServer], str | None]]:
     """(what the evidence says of where the ACE is set, the targets it says it of, the DN it is set on), one per
     distinct origin."""
+    if not ace.inherited:
+        return [("set on the object itself (explicit)", targets, None)]
     grouped: dict[str, tuple[list[ExchangeServer], str | None]] = {}
-    for target in targets:
-        if not ace.inherited:
-            text, dn = "set on the object itself (explicit)", None
+    for origin, servers in found.origins(directory, ace, targets).items():
+        if origin.dn is None:
+            text, dn = f"inherited (from where is unknown: {origin.why})", None
         else:
-            origin = found.origin(directory, target, ace)
-            if origin.dn is None:
-                text, dn = f"inherited (from where is unknown: {origin.why})", None
-            else:
-                text, dn = (
-                    f"inherited from {container_role(directory, origin.dn)} ({origin.dn}), where it is set",
-                    origin.dn,
-                )
-        grouped.setdefault(text, ([], dn))[0].append(target)
+            role = container_role(directory, origin.dn)
+            text, dn = f"inherited from {role} ({origin.dn}), where it is set", origin.dn
+        grouped.setdefault(text, ([], dn))[0].extend(servers)
     return [(text, servers, dn) for text, (servers, dn) in grouped.items()]
 
 
@@ -327,7 +328,7 @@ def _remove_ace(
             f"denies {comment(cn)} to {comment(_whom(directory, ace.sid or ''))} there:",
             *(f"#   {comment(removal)}" for removal in removals),
         ]
-    origins = {found.origin(directory, target, ace) for target in targets}
+    origins = found.origins(directory, ace, targets)
     lines: list[str] = []
     sddl = comment(ace.to_sddl(directory.domain_sid))
     for origin in origins:

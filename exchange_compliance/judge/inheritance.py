@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from ..facts import Directory, ExchangeServer
 from ..names import parent_dn, rdn_value
-from .memo import IdentityCache
+from .memo import IdentityCache, by_value
 from .security_descriptor import (
     ADS_RIGHT_DS_CONTROL_ACCESS,
     CONTAINER_INHERIT_ACE,
@@ -103,8 +103,29 @@ def _passed_on(descriptor: SecurityDescriptor, ace: Ace) -> Ace | None:
     return None
 
 
+# Per Directory: (ACE, parent DN) -> Origin, and (origin DN, ACE) -> Coverage. Every caller ACL-01 judges meets the
+# same inherited ACEs on the same objects; walking and scanning 200 server objects again for each of 200 callers
+# made the failure path five times slower.
+_memo: IdentityCache[Directory, dict[tuple[object, ...], object]] = IdentityCache(lambda _directory: {})
+
+
+@by_value(limit=8192)
+def container_of(dn: str) -> str:
+    """A server object's parent container, lower-cased: parsed once per server, not once per caller."""
+    return parent_dn(dn).lower()
+
+
 def ace_origin(directory: Directory, server: ExchangeServer, ace: Ace) -> Origin:
-    """Where the ACE that `server`'s object carries inherited is set, walking up its ancestors."""
+    """Where the ACE that `server`'s object carries inherited is set, walking up its ancestors (once per ACE and
+    parent container)."""
+    memo = _memo(directory)
+    key = ("origin", ace, container_of(server.dn))
+    if key not in memo:
+        memo[key] = _walk(directory, server, ace)
+    return memo[key]  # type: ignore[return-value]
+
+
+def _walk(directory: Directory, server: ExchangeServer, ace: Ace) -> Origin:
     if not directory.container_descriptors:
         return _org_only(directory, ace)
     top = exchange_dn(directory).lower()
@@ -156,6 +177,14 @@ class Coverage:
 
 
 def coverage(directory: Directory, origin: str, ace: Ace) -> Coverage:
+    memo = _memo(directory)
+    key = ("coverage", origin.lower(), ace)
+    if key not in memo:
+        memo[key] = _coverage(directory, origin, ace)
+    return memo[key]  # type: ignore[return-value]
+
+
+def _coverage(directory: Directory, origin: str, ace: Ace) -> Coverage:
     below = "," + origin.lower()
     servers = []
     for server in directory.servers:
