@@ -219,3 +219,13 @@ def test_a_forest_evidence_file_round_trips() -> None:
     assert [d.netbios_name for d in again.directory.domains] == ["LAB", "CHILD"]
     assert again.directory.container_descriptors[ADMIN_GROUP] == directory.container_descriptors[ADMIN_GROUP]
     assert DOMAIN_SID in again.directory.domains[0].sid  # type: ignore[operator]
+
+
+def test_token_groups_the_dc_did_not_return_are_said_not_cross_checked() -> None:
+    directory = forest_directory(token_groups={"EX01": ("ES", "ETS", "DC")})
+    assert "not cross-checked" not in acl01(directory, "EX01").evidence
+    verdict = acl01(directory, "EX02")  # no tokenGroups read for EX02
+    assert verdict.met
+    assert "dc01.lab.contoso.test:636 returned neither tokenGroups nor tokenGroupsGlobalAndUniversal of EX02$" in (
+        verdict.evidence
+    )

@@ -17,6 +17,7 @@ from exchange_compliance.judge.access import (
     check_right,
     computer_account,
     covers_right,
+    display_name,
     domain_of,
     group_name,
     membership_chain,
@@ -152,12 +153,29 @@ def token_serialization_not_denied(directory: Directory, caller: ExchangeServer)
     mismatch = token_mismatch(directory, account)
     if mismatch is not None:
         unreadable.append(mismatch.describe(directory, who))
+    unchecked = _not_cross_checked(directory, account)
+    if unchecked:
+        notes.append(unchecked)
     if not found.count:
         if unreadable:
             raise FactUnavailable(f"ACL-01 for {who} cannot be judged on: " + "; ".join(unreadable))
         evidence = f"{who} is not denied {cn} on any of the {len(directory.servers)} Exchange server objects."
         return Verdict.passed("\n".join([evidence, *notes]), account=who, right=cn, notes=notes)
     return acl01_failure(directory, caller, account, cn, found, unreadable, notes)
+
+
+def _not_cross_checked(directory: Directory, account: Principal) -> str | None:
+    """Why the expansion of a computer read from its domain's DC was not checked against its tokenGroups."""
+    own = domain_of(directory, account.dn)
+    if own is None or own.controller is None:
+        return None  # evidence of an earlier version, or the domain was not read (an error of its own)
+    listed = account.token_groups
+    if listed is not None and (listed.token_groups is not None or listed.global_and_universal is not None):
+        return None
+    return (
+        f"{own.controller} returned neither tokenGroups nor tokenGroupsGlobalAndUniversal of "
+        f"{display_name(account)}: its groups were not cross-checked (the audit account may not read them, KB 331951)"
+    )
 
 
 def _not_found_why(directory: Directory) -> str:
