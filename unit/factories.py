@@ -303,32 +303,43 @@ def acl_directory(
             f"{name.lower()}.lab.contoso.test",
             f"{DOMAIN_SID}-{primary.get(name, 515)}",
         )
-    servers.append(
-        ExchangeServer("EDGE1", f"CN=EDGE1,{SERVERS}", "edge1.dmz.test", 64, None, None, raw("server_default"))
+    return rights_directory(
+        servers,
+        computers,
+        groups,
+        container_descriptors={} if earlier_evidence else container_descriptors(containers),
     )
-    return Directory(
+
+
+def rights_directory(
+    servers: list[ExchangeServer], computers: dict[str, Principal], groups: dict[str, Principal], **more: object
+) -> Directory:
+    """The Directory the rights factories share: the recorded organization with its Exchange groups (GROUPS' DNs,
+    which forest_directory's share) and rights, the servers and EDGE1, `more` fields as given."""
+    edge = ExchangeServer("EDGE1", f"CN=EDGE1,{SERVERS}", "edge1.dmz.test", 64, None, None, raw("server_default"))
+    return Directory(  # type: ignore[arg-type]
         domain_dn=BASE,
         configuration_dn=CONFIG,
         org_name="Contoso",
         org_dn=ORG,
         org_security_descriptor=raw("org_default"),
         well_known_groups={
-            "exchange_servers": dn("ES"),
-            "exchange_trusted_subsystem": dn("ETS"),
-            "organization_management": dn("OM"),
+            "exchange_servers": GROUPS["ES"][0],
+            "exchange_trusted_subsystem": GROUPS["ETS"][0],
+            "organization_management": GROUPS["OM"][0],
         },
         extended_rights={
             "ms-Exch-EPI-Token-Serialization": TS,
             "ms-Exch-EPI-Impersonation": FIXTURE["guids"]["IMP"],
             "ms-Exch-EPI-May-Impersonate": "bc39105d-9baa-477c-a34a-997cc25e3d60",
         },
-        servers=tuple(servers),
+        servers=(*servers, edge),
         computers=computers,
         groups=groups,
         auth_config=None,
         virtual_directories=(),
         domain_sid=DOMAIN_SID,
-        container_descriptors={} if earlier_evidence else container_descriptors(containers),
+        **more,
     )
 
 
@@ -419,36 +430,16 @@ def forest_directory(
             if listed is None
             else TokenGroups(domain.controller or "", tuple(sids[k] for k in listed), None),
         )
-    servers.append(
-        ExchangeServer("EDGE1", f"CN=EDGE1,{SERVERS}", "edge1.dmz.test", 64, None, None, raw("server_default"))
-    )
     domains = tuple(
         replace(d, controller=None, unavailable=unavailable[d.netbios_name or ""])
         if d.netbios_name in unavailable
         else d
         for d in (ROOT_DOMAIN, CHILD_DOMAIN)
     )
-    return Directory(
-        domain_dn=BASE,
-        configuration_dn=CONFIG,
-        org_name="Contoso",
-        org_dn=ORG,
-        org_security_descriptor=raw("org_default"),
-        well_known_groups={
-            "exchange_servers": dn("ES"),
-            "exchange_trusted_subsystem": dn("ETS"),
-            "organization_management": dn("OM"),
-        },
-        extended_rights={
-            "ms-Exch-EPI-Token-Serialization": TS,
-            "ms-Exch-EPI-Impersonation": FIXTURE["guids"]["IMP"],
-        },
-        servers=tuple(servers),
-        computers=computers,
-        groups=groups,
-        auth_config=None,
-        virtual_directories=(),
-        domain_sid=DOMAIN_SID,
+    return rights_directory(
+        servers,
+        computers,
+        groups,
         netbios_domain="LAB",
         domains=domains,
         global_catalog=global_catalog,
