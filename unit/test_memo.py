@@ -35,8 +35,9 @@ def size(cache: object) -> int:
 
 def test_clear_caches_empties_every_judge_cache():
     # Held here: an identity cache's entry goes with its object.
-    rights_directory = acl_directory(n=2)
-    rights.token_serialization_not_denied(rights_directory, rights_directory.servers[0])  # descriptors, tokens
+    rights_directory = acl_directory(n=2, nesting={"ETS": ("DA",)})
+    # descriptors, tokens; and denied, where the deny is set and what it covers
+    rights.token_serialization_not_denied(rights_directory, rights_directory.servers[0])
     ews_directory = directory(vdirs=(ews("EX01", "https://a/EWS", None),))
     web_services.ews_urls_set(server(), ews_directory, hybrid=False)
     der = make_cert(not_after=NOW)
