@@ -27,6 +27,9 @@ EMAIL_ADDRESS = re.compile(
 HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]+\]?")
 NOTIFY_ON = ("change", "always", "never")
 SMTP_SECURITY = ("starttls", "tls", "none")
+# An org's name becomes reports/<org>/ and orgs/<org>.waivers.toml: one path component, never "..", no separator,
+# no control character, whether it came from --org, a config file's name or an evidence file.
+ORG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class ConfigError(ValueError):
@@ -203,7 +206,7 @@ class StrictTable:
         # bool is an int in Python; a port of `true` is a typo, not 1.
         if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool and bool not in _tuple(kind)):
             expected = what or " or ".join(k.__name__ for k in _tuple(kind))
-            raise ConfigError(f"{self._where(key)}: expected {expected}, got {value!r}")
+            raise ConfigError(f"{self._where(key)}: expected {expected}, got {shown(value)}")
         return value
 
     def text(self, key: str, default: object = ...) -> str:
@@ -212,7 +215,7 @@ class StrictTable:
     def integer(self, key: str, default: object = ..., low: int = 0, high: int = 65535) -> int:
         value = self.get(key, int, default)
         if not low <= value <= high:  # type: ignore[operator]
-            raise ConfigError(f"{self._where(key)}: {value} is out of range {low}..{high}")
+            raise ConfigError(f"{self._where(key)}: {shown(value)} is out of range {low}..{high}")
         return value  # type: ignore[return-value]
 
     def number(self, key: str, default: object = ...) -> float:
@@ -227,7 +230,7 @@ class StrictTable:
     def choice(self, key: str, choices: tuple[str, ...], default: object = ...) -> str:
         value = self.text(key, default)
         if value not in choices:
-            raise ConfigError(f"{self._where(key)}: {value!r} is not one of {', '.join(choices)}")
+            raise ConfigError(f"{self._where(key)}: {shown(value)} is not one of {', '.join(choices)}")
         return value
 
     def strings(self, key: str, default: object = ()) -> tuple[str, ...]:
@@ -235,7 +238,7 @@ class StrictTable:
         if value is None:
             return ()
         if not all(isinstance(item, str) for item in value):  # type: ignore[union-attr]
-            raise ConfigError(f"{self._where(key)}: expected a list of strings, got {value!r}")
+            raise ConfigError(f"{self._where(key)}: expected a list of strings, got {shown(value)}")
         return tuple(value)  # type: ignore[arg-type]
 
     def env_name(self, key: str) -> str:
@@ -282,6 +285,13 @@ class StrictTable:
             raise ConfigError(f"{self._where(unknown[0])}: unknown key")
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """A value from a file for a one-line message: repr (a line break or an escape sequence is shown, not acted
+    on), cut to `limit` characters (a 4,000-digit number or a long list says enough in its start)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
     return kind if isinstance(kind, tuple) else (kind,)
 
@@ -296,6 +306,16 @@ def _hosts_file(path: Path, where: str) -> dict[str, str]:
         for name in words[1:]:
             addresses[name.lower()] = words[0]
     return addresses
+
+
+def check_org_name(value: object, source: str) -> str:
+    """`value` if it is an org name; else a ConfigError naming `source` and the value, escaped (repr: a line break
+    or an escape sequence in it is shown, not acted on)."""
+    if isinstance(value, str) and ORG_NAME.fullmatch(value):
+        return value
+    raise ConfigError(
+        f"{source}: {shown(value)} is not an org name (letters, digits, '.', '_' and '-', a letter or digit first)"
+    )
 
 
 def resolve_org_path(org: str, orgs_dir: Path) -> Path:
@@ -404,7 +424,7 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
         addresses = {**_hosts_file(hosts_file, f"{path}: [network] hosts_file"), **addresses}
 
     config = OrgConfig(
-        name=name or path.stem,
+        name=check_org_name(name or path.stem, f"{path}: the org's name"),
         source=path,
         display_name=org.text("display_name", name or path.stem),
         hybrid=org.flag("hybrid", False),

@@ -89,6 +89,15 @@ def test_nightly_needs_an_org(tmp_path):
     assert done.returncode == 4 and "usage: ops/nightly ORG" in done.stderr
 
 
+@pytest.mark.parametrize(("org", "shown"), [("..", ".."), ("prod\nx", "$'prod\\nx'"), ("../../tmp/.x.toml", ".x")])
+def test_nightly_refuses_a_name_that_is_not_an_org_name_before_reading_any_env_file(tmp_path, org, shown):
+    done = nightly(tmp_path, org, env={})
+    assert done.returncode == 4
+    assert done.stderr.splitlines() == [
+        f"nightly: {shown} is not an org name (letters, digits, '.', '_' and '-', a letter or digit first)"
+    ]
+
+
 def test_nightly_loads_the_secrets_from_the_env_file(tmp_path):
     env_file = tmp_path / "prod.env"
     env_file.write_text("".join(f"{name}={value}\n" for name, value in CREDENTIALS.items()))

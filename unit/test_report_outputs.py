@@ -14,7 +14,7 @@ import pytest
 from conftest import CREDENTIALS, ORG, build_org, live_org, run_suite
 from exchange_compliance.config import ConfigError, load_org_config
 from exchange_compliance.facts import Unavailable
-from exchange_compliance.plugin import fixplan, history, results
+from exchange_compliance.plugin import fixplan, history, reports, results
 from exchange_compliance.plugin.results import OUTCOMES, SCHEMA, Row
 
 ROW_KEYS = {
@@ -269,11 +269,18 @@ def test_a_results_file_that_cannot_be_written_is_named_as_the_last_line(suite, 
     assert run.stdout.strip().splitlines()[-1].startswith("exchange-compliance: ERROR: ")
 
 
-def test_pruning_that_fails_is_named(suite, tmp_path):
-    stale = tmp_path / "reports" / ORG / "20000101-000000-facts.json"
-    stale.mkdir(parents=True)  # an old run's file that cannot be deleted
-    run = suite(build_org(1), "--reports-dir", str(tmp_path / "reports"), "--keep-reports", "1")
-    assert_one_line_error(run, stale)
+def test_pruning_that_fails_is_named(tmp_path, monkeypatch):
+    stale = tmp_path / "20000101-000000-facts.json"
+    stale.write_text("an old run's evidence")
+    (tmp_path / "20990101-000000.json").write_text("this run's results")
+
+    def refuse(path: Path, missing_ok: bool = False) -> None:  # as root, nothing else stops an unlink
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    with pytest.raises(reports.ReportsError) as caught, reports.writing(tmp_path):
+        history.prune(tmp_path, 1, "20990101-000000")
+    assert str(caught.value) == f"{stale}: cannot write the run's reports: Permission denied"
 
 
 def test_the_report_header_shows_the_org_display_name(suite, tmp_path):

@@ -26,6 +26,7 @@ from ..facts import (
 from ..judge.verdict import Verdict
 from . import html, results, waivers
 from .options import add_options
+from .reports import ToolOutputs
 from .run import RUN, ComplianceRun
 
 VERDICT = pytest.StashKey[Verdict]()
@@ -50,13 +51,10 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     config.stash[RUN] = run
     config.pluginmanager.register(run, "exchange-compliance-run")
-    # Before pytest-html's own pytest_configure, which reads these: the report is written with no extra flags.
-    if not getattr(config.option, "htmlpath", None):
-        config.option.htmlpath = str(run.options.report_dir / "latest.html")
-        config.option.self_contained_html = True
-    # Likewise before junitxml's: JUnit XML for CI systems, with the requirement as a property of each case.
-    if not getattr(config.option, "xmlpath", None):
-        config.option.xmlpath = str(run.options.report_dir / "latest.xml")
+    # Before pytest-html's and junitxml's own pytest_configure, which read these: the report and the JUnit XML are
+    # written with no extra flags, into a private directory, then published as reports/<org>/latest.html and .xml.
+    if run.is_controller:
+        run.tool_outputs = ToolOutputs.redirect(config.option)
     config.pluginmanager.register(html, "exchange-compliance-html")
 
 

@@ -6,7 +6,6 @@ A directory nobody can reach is not an error here: the run goes on with no test,
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from ..config import ConfigError, NotifySettings, load_org_config
 from ..facts import OrgFacts
 from ..snapshot import SnapshotError
 from .options import RunOptions
-from .reports import ReportsError, writing
+from .reports import ReportsError, publish, writing
 from .workers import Handoff
 
 
@@ -53,8 +52,9 @@ def load(
             display_name, keep, notify = org_config.display_name, org_config.reports_keep, org_config.notify
             facts = collect_org(org_config, say)
         with writing(options.report_dir):
-            evidence = snapshot.write(facts, options.report_dir / f"{stamp}-facts.json")
-            shutil.copyfile(evidence, options.report_dir / "latest-facts.json")
+            text = snapshot.dumps(facts)
+            evidence = publish(options.report_dir / f"{stamp}-facts.json", text)
+            publish(options.report_dir / "latest-facts.json", text)
     except (ConfigError, SnapshotError, ReportsError) as exc:
         raise pytest.UsageError(str(exc)) from None
     except (DirectoryUnreachable, DirectoryError, KerberosFailed) as exc:

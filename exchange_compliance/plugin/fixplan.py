@@ -7,7 +7,6 @@ the file starts with a `throw` so that running it whole by accident does nothing
 from __future__ import annotations
 
 from html import escape
-from pathlib import Path
 
 from ..catalog import severity_rank
 from .results import Row
@@ -57,11 +56,10 @@ def powershell(rows: list[Row], *, org: str, started: str, results_name: str, ve
     return "\n".join(lines) + "\n"
 
 
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # CRLF and a BOM: what Windows PowerShell 5.1 reads as UTF-8 (names can carry non-ASCII letters).
-    path.write_text("\ufeff" + text.replace("\n", "\r\n"), encoding="utf-8", newline="")
-    return path
+def encode(text: str) -> bytes:
+    """The .ps1 file's bytes. CRLF and a BOM: what Windows PowerShell 5.1 reads as UTF-8 (names can carry non-ASCII
+    letters)."""
+    return ("\ufeff" + text.replace("\n", "\r\n")).encode("utf-8")
 
 
 def html(rows: list[Row], script_name: str | None) -> str:

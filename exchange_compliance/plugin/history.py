@@ -20,6 +20,7 @@ count tells an admin how long a problem has really stood:
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -35,12 +36,23 @@ STREAK: tuple[str, ...] = (*FAILING, "waived")
 Key = tuple[str, str]  # Row.key: the requirement and the server, lower-cased ("" for an org-wide row)
 
 
-def stamps(report_dir: Path) -> list[str]:
-    """The run stamps with files in the directory, newest first."""
+def stamped_files(report_dir: Path) -> list[tuple[str, Path]]:
+    """(stamp, path) of each run's file in the directory. Regular files only: a symlink named like a run's file is
+    neither read (for since last run) nor pruned (which would follow nothing, but is not the run's to delete)."""
     if not report_dir.is_dir():
         return []
-    found = {m.group(1) for p in report_dir.iterdir() if (m := STAMPED.fullmatch(p.name))}
-    return sorted(found, reverse=True)
+    with os.scandir(report_dir) as entries:
+        found = [
+            (match.group(1), report_dir / entry.name)
+            for entry in entries
+            if (match := STAMPED.fullmatch(entry.name)) and entry.is_file(follow_symlinks=False)
+        ]
+    return sorted(found)
+
+
+def stamps(report_dir: Path) -> list[str]:
+    """The run stamps with files in the directory, newest first."""
+    return sorted({stamp for stamp, _ in stamped_files(report_dir)}, reverse=True)
 
 
 @dataclass(frozen=True)
@@ -138,9 +150,9 @@ def read(report_dir: Path, org: str, before: str, passed_over: list[str] | None 
     """
     runs: list[PastRun] = []
     previous: dict | None = None
-    for stamp in stamps(report_dir):  # newest first
-        path = report_dir / f"{stamp}.json"
-        if stamp >= before or not path.exists():  # an html or facts file without its json
+    results = {stamp: path for stamp, path in stamped_files(report_dir) if path.name == f"{stamp}.json"}
+    for stamp, path in sorted(results.items(), reverse=True):  # newest first
+        if stamp >= before:
             continue
         found = _load(path, passed_over)
         if found is None or found[0]["org"] != org:
@@ -257,9 +269,8 @@ def prune(report_dir: Path, keep: int, current: str) -> list[Path]:
     """Delete the files of all but the newest `keep` runs (the current run always stays); returns what went."""
     kept = set(stamps(report_dir)[:keep]) | {current}
     removed = []
-    for path in sorted(report_dir.iterdir()):
-        match = STAMPED.fullmatch(path.name)
-        if match and match.group(1) not in kept:
+    for stamp, path in stamped_files(report_dir):
+        if stamp not in kept:
             path.unlink()
             removed.append(path)
     return removed

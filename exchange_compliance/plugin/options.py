@@ -9,11 +9,12 @@ import pytest
 
 from .. import snapshot
 from ..catalog import SEVERITIES
-from ..config import REPORTS_KEEP, ConfigError, resolve_org_path
+from ..config import REPORTS_KEEP, ConfigError, check_org_name, resolve_org_path
 from ..facts import OrgFacts
 from ..snapshot import SnapshotError
 from . import waivers
 from .gate import Target, TargetError, target_from_options
+from .reports import ReportsError, report_dir
 
 # The threshold: a run fails (exit 1) on what fails or cannot be checked at or above this severity.
 DEFAULT_FAIL_ON = "high"
@@ -77,7 +78,7 @@ def read_options(config: pytest.Config) -> tuple[RunOptions, OrgFacts | None] | 
     snapshot_path = Path(snapshot_option) if snapshot_option else None
     try:
         replayed = snapshot.read(snapshot_path) if snapshot_path is not None else None
-        name = config_path.stem if config_path is not None else replayed.org  # type: ignore[union-attr]
+        name = _org_name(org, config_path, snapshot_path, replayed)
         target = target_from_options(config.getoption("gate"), config.getoption("target_version"))
         orgs = config_path.parent if config_path is not None else config.rootpath / "orgs"
         waivers_path = waivers.locate(config.getoption("waivers"), orgs / f"{name}.waivers.toml")
@@ -85,13 +86,25 @@ def read_options(config: pytest.Config) -> tuple[RunOptions, OrgFacts | None] | 
             org_name=name,
             config_path=config_path,
             snapshot_path=snapshot_path,
-            report_dir=config.rootpath / config.getoption("reports_dir") / name,
+            report_dir=report_dir(config.rootpath / config.getoption("reports_dir"), name),
             fail_on=config.getoption("fail_on") or DEFAULT_FAIL_ON,
             target=target,
             waivers_path=waivers_path,
             waivers=waivers.load(waivers_path) if waivers_path else (),
             keep=keep,
         )
-    except (SnapshotError, ConfigError, TargetError) as exc:
+    except (SnapshotError, ConfigError, TargetError, ReportsError) as exc:
         raise pytest.UsageError(str(exc)) from None
     return options, replayed
+
+
+def _org_name(org: str | None, config_path: Path | None, snapshot_path: Path | None, replayed: OrgFacts | None) -> str:
+    """The run's org name, checked wherever it came from: it names reports/<org>/ and the waivers file. The
+    evidence file's is checked even when --org names the run: its facts carry it into latest.json."""
+    if replayed is not None:
+        check_org_name(replayed.org, f"{snapshot_path}: org")
+    if config_path is None:
+        return replayed.org  # type: ignore[union-attr]
+    # --org NAME is orgs/NAME.toml, so the stem is NAME; --org path/to/NAME.toml is named by its file.
+    source = "--org" if config_path.stem == org else f"--org {org!r}: the file's name"
+    return check_org_name(config_path.stem, source)

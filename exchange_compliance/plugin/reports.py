@@ -1,14 +1,22 @@
-"""reports/<org>/: latest.json and the fix plan with their timestamped copies, copies of pytest-html's and
-junitxml's files, and pruning old runs. A directory that cannot be written is one line naming the path (exit 4).
+"""reports/<org>/: latest.json and the fix plan with their timestamped copies, pytest-html's and junitxml's files
+published beside them, and pruning old runs. A directory that cannot be written is one line naming the path
+(exit 4).
+
+Every file lands by publish(): written whole to a temporary file in the same directory, then renamed over its
+name. A latest.* (or a stamped name) that someone made a symlink is replaced, never written through, and a reader
+never sees half a file. pytest-html and junitxml write into a private temporary directory (ToolOutputs), from
+which their files are published the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -32,6 +40,16 @@ def writing(path: Path) -> Iterator[None]:
         raise ReportsError(f"{where}: cannot write the run's reports: {exc.strerror or exc}") from None
 
 
+def report_dir(root: Path, org: str) -> Path:
+    """reports/<org>/, which must resolve inside the reports root: a reports/<org> that is a symlink to elsewhere
+    would have the run write, and prune, there."""
+    folder = root / org
+    inside, resolved = root.resolve(), folder.resolve()
+    if resolved.parent != inside:
+        raise ReportsError(f"{folder}: resolves to {resolved}, outside the reports directory {inside}")
+    return folder
+
+
 def check_writable(folder: Path) -> None:
     """Before anything is collected: a nightly run must not spend its minutes on facts it cannot write."""
     with writing(folder):
@@ -42,21 +60,30 @@ def check_writable(folder: Path) -> None:
 
 def publish(path: Path, data: bytes | str) -> Path:
     """Write `path` whole or not at all: a temporary file beside it, renamed over it (os.replace). A reader (a
-    node_exporter scrape of latest.prom, a tool polling latest.json) sees the old file or the new one, never half."""
+    node_exporter scrape of latest.prom, a tool polling latest.json) sees the old file or the new one, never half;
+    a `path` that is a symlink (or a hard link) is replaced, never written through."""
     content = data.encode("utf-8") if isinstance(data, str) else data
-    # Named so that no reader's pattern takes it for the file (node_exporter reads *.prom only).
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # A name nobody can guess or plant a symlink at beforehand (mkstemp creates it, O_EXCL), and that no reader's
+    # pattern takes for the file (node_exporter reads *.prom only).
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # Created through the umask like any other report (mkstemp's 0600 would hide it from node_exporter,
-        # which runs as another user).
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        # Readable as the umask lets any other report be (mkstemp's 0600 would hide it from node_exporter, which
+        # runs as another user).
+        os.fchmod(descriptor, 0o666 & ~_umask())
         with os.fdopen(descriptor, "wb") as out:
             out.write(content)
         os.replace(temporary, path)
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def write(judged: JudgedRun, report_dir: Path, stamp: str, evidence: Path | None, keep: int) -> Path:
@@ -79,7 +106,7 @@ def write(judged: JudgedRun, report_dir: Path, stamp: str, evidence: Path | None
         if judged.facts is None:  # the org could not be reached: a document with the reason and no rows
             started = judged.started.isoformat()
             document = {"schema": results.SCHEMA, "org": judged.org_name, "started": started, **run}
-            results.write({**document, "suite_version": __version__, "rows": []}, stamped)
+            document = {**document, "suite_version": __version__, "rows": []}
         else:
             document = results.document(
                 rows=judged.rows,
@@ -90,7 +117,6 @@ def write(judged: JudgedRun, report_dir: Path, stamp: str, evidence: Path | None
                 evidence=evidence.name if evidence else None,
                 **run,
             )
-            results.write(document, stamped)
             text = fixplan.powershell(
                 judged.rows,
                 org=judged.org_name,
@@ -98,17 +124,52 @@ def write(judged: JudgedRun, report_dir: Path, stamp: str, evidence: Path | None
                 results_name=stamped.name,
                 version=__version__,
             )
-            fixplan.write(judged.fix_plan, text)  # type: ignore[arg-type]
-            shutil.copyfile(judged.fix_plan, report_dir / "latest-fixes.ps1")  # type: ignore[arg-type]
-        shutil.copyfile(stamped, report_dir / "latest.json")
+            script = fixplan.encode(text)
+            publish(judged.fix_plan, script)  # type: ignore[arg-type]
+            publish(report_dir / "latest-fixes.ps1", script)
+        data = results.dumps(document)
+        publish(stamped, data)
+        publish(report_dir / "latest.json", data)
         history.prune(report_dir, keep, stamp)
     return report_dir / "latest.json"
 
 
-def copy_stamped(config: pytest.Config, report_dir: Path, stamp: str) -> None:
-    """Timestamped copies of latest.html and latest.xml, which pytest-html and junitxml write at session finish."""
-    with writing(report_dir):
-        for option, suffix in (("htmlpath", ".html"), ("xmlpath", ".xml")):
-            written = Path(getattr(config.option, option, "") or "")
-            if written.is_file() and written.parent == report_dir:
-                shutil.copyfile(written, report_dir / f"{stamp}{suffix}")
+@dataclass
+class ToolOutputs:
+    """pytest-html's and junitxml's files, redirected into a private temporary directory (mode 0700, in the
+    system's temporary directory, where nobody else can swap a file for a symlink while the run goes on), then
+    published as latest.* and <stamp>.*. A path the user gave (--html, --junitxml) is left to them."""
+
+    folder: Path
+    written: dict[str, Path] = field(default_factory=dict)  # suffix (".html", ".xml") -> where the tool writes it
+
+    @classmethod
+    def redirect(cls, option: object) -> ToolOutputs:
+        outputs = cls(Path(tempfile.mkdtemp(prefix="exchange-compliance-")))
+        if not getattr(option, "htmlpath", None):
+            outputs.written[".html"] = outputs.folder / "latest.html"  # its name is the report's file name
+            option.htmlpath = str(outputs.written[".html"])  # type: ignore[attr-defined]
+            option.self_contained_html = True  # type: ignore[attr-defined]
+        if not getattr(option, "xmlpath", None):
+            outputs.written[".xml"] = outputs.folder / "latest.xml"
+            option.xmlpath = str(outputs.written[".xml"])  # type: ignore[attr-defined]
+        return outputs
+
+    def publish(self, config: pytest.Config, report_dir: Path, stamp: str) -> None:
+        """latest.html and latest.xml, with their timestamped copies, from what the tools wrote at session finish."""
+        with writing(report_dir):
+            for suffix, written in self.written.items():
+                if not written.is_file():
+                    continue
+                data = written.read_bytes()
+                publish(report_dir / f"{stamp}{suffix}", data)
+                latest = publish(report_dir / f"latest{suffix}", data)
+                option = "htmlpath" if suffix == ".html" else "xmlpath"
+                setattr(config.option, option, str(latest))  # what the run's own lines name
+                # pytest-html names its file in a line of its own after the run: the published one, not this.
+                for plugin in config.pluginmanager.get_plugins():
+                    if getattr(plugin, "_report_path", None) == written:
+                        plugin._report_path = latest
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -13,7 +13,6 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Literal, cast
 
 import pytest
@@ -203,6 +202,6 @@ def document(
     }
 
 
-def write(document: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=1, default=str), encoding="utf-8")
+def dumps(document: dict) -> str:
+    """latest.json's text."""
+    return json.dumps(document, indent=1, default=str)

@@ -6,12 +6,14 @@ evidence file workers hands them); the rows come from the tests' reports; run_ve
 its exit status (0 pass, 1 fail, 6 not checked; pytest's 4 for a usage or config error); history reads the
 org's earlier runs once, at the start (since last run, each row's failing streak, the trend); reports writes
 reports/<org>/, metrics latest.prom, and terminal says it; notify tells someone, last. pytest-html and junitxml
-write latest.html and latest.xml themselves.
+write the report and the JUnit XML into a private directory, from which reports publishes latest.html and
+latest.xml.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -41,6 +43,7 @@ class ComplianceRun:
         self.broken: list[str] = []  # tests that failed without a requirement row: a bug in tests_env
         self.results_path: Path | None = None  # latest.json, once written
         self.write_error: str | None = None  # the reports could not be written at the end of the run
+        self.tool_outputs: reports.ToolOutputs | None = None  # pytest-html's and junitxml's, on the controller
         self._clock = time.monotonic()
         self._judged: JudgedRun | None = None
 
@@ -145,8 +148,11 @@ class ComplianceRun:
         )
         return self._judged
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    # The innermost wrapper: after every other plugin's sessionfinish (pytest-html and junitxml write their files
+    # there), before the terminal reporter's summary (an outer wrapper) names the published files.
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
+        yield
         if not self.is_controller:
             return
         judged = self.finish()
@@ -155,6 +161,8 @@ class ComplianceRun:
                 judged, self.options.report_dir, self.stamp, self.loaded.evidence_path, self.keep
             )
             metrics.write(judged, self.options.report_dir)
+            if self.tool_outputs is not None:
+                self.tool_outputs.publish(session.config, self.options.report_dir, self.stamp)
         except reports.ReportsError as exc:
             # Said as the run's last line (pytest_unconfigure), not raised: out of this hook, pytest would print
             # it as an INTERNALERROR traceback. Exit 4: the reports directory is the operator's to fix.
@@ -174,13 +182,10 @@ class ComplianceRun:
             terminalreporter.write_line(detail)  # type: ignore[attr-defined]
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self.tool_outputs is not None:
+            self.tool_outputs.remove()
         if not self.is_controller or (self.results_path is None and self.write_error is None):
             return
-        if self.write_error is None:
-            try:
-                reports.copy_stamped(config, self.options.report_dir, self.stamp)
-            except reports.ReportsError as exc:
-                self.write_error = str(exc)
         if self.write_error is not None:
             terminal.last_line(config, f"ERROR: {self.write_error}", red=True)
             return
