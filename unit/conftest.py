@@ -42,10 +42,15 @@ FAULTS = (
 
 
 def build_org(
-    n: int = 4, faults: tuple[str, ...] = (), *, org: str = ORG, version: str = "15.1.2507.6", rename: str | None = None
+    n: int = 4,
+    faults: tuple[str, ...] = (),
+    *,
+    org: str = ORG,
+    version: str = "15.1.2507.6",
+    rename: bool | str = False,
 ) -> OrgFacts:
     """EX01..EXn (Mailbox + Client Access, Exchange `version`) and EDGE1, healthy but for `faults`;
-    `rename` gives the last EXn a name with markup in it (its host name stays)."""
+    `rename` gives the last EXn a name with markup in it, or the name it is (its host name stays)."""
     from factories import NOW, acl_directory, auth_config, ews, probe, renamed, store_cert, thumb
 
     planted: dict[str, set[str]] = {}
@@ -65,7 +70,7 @@ def build_org(
         names={"SOT": f"Server Operators {MARKUP}"},
     )
     if rename:
-        directory = renamed(directory, f"EX{n:02d}", f"EX{n:02d}{MARKUP}")
+        directory = renamed(directory, f"EX{n:02d}", rename if isinstance(rename, str) else f"EX{n:02d}{MARKUP}")
     major, minor, build, revision = (int(part) for part in version.split("."))
     servers = tuple(replace(s, version=Version(major, minor, build, revision)) for s in directory.servers)
     auth = _auth_certificate()

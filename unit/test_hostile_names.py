@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import xml.etree.ElementTree as ElementTree
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,21 @@ import pytest
 from conftest import ORG, TESTS_ENV, build_org
 from exchange_compliance import snapshot
 from exchange_compliance.config import shown
+from exchange_compliance.facts import OrgFacts
+from exchange_compliance.plugin import fixplan
+from exchange_compliance.plugin.results import Row
 
 LATEST = ("latest.json", "latest.html", "latest.xml", "latest-fixes.ps1", "latest-facts.json")
 # Files an earlier run of another org left where a hostile name points: pruning must not take them.
 PLANTED = ("20000101-000000.json", "20000101-000000.html", "20000101-000000-facts.json", "latest.json")
 NOT_AN_ORG_NAME = "is not an org name (letters, digits, '.', '_' and '-', a letter or digit first)"
 ABSOLUTE = "<absolute path to the victim>"
+# A name as anyone who may name a server or a group in AD could choose it: a line break that would start a
+# command, terminal escapes (ESC, BEL), a subexpression, a backtick, and both kinds of quote, ASCII and typographic.
+NAME = (
+    "EX9\r\nRemove-Item C:\\ -Recurse\rthrow\x1b[2J\x07 $(Remove-Item C:\\) `whoami` "
+    + "\"x\" 'y' \u201cz\u201d \u2018w\u2019"
+)
 
 
 def plant(folder: Path) -> dict[str, bytes]:
@@ -173,3 +183,80 @@ def test_a_user_given_html_path_is_written_there_and_not_copied(suite, pytester)
     assert run.ret == 0, run.stdout + run.stderr
     assert "exchange-compliance: contoso-unit" in mine.read_text()
     assert not (run.reports / "latest.html").exists() and (run.reports / "latest.xml").is_file()
+
+
+# --- the fix plan ------------------------------------------------------------------------------------------------
+
+
+def check_plan(text: str, fixes: list[str]) -> list[str]:
+    """Every line of the plan is a comment, blank, the guard, or a line of a fix after the guard; no line holds a
+    control character (each one is spelled out). Returns the lines."""
+    lines = text.split("\n")
+    fix_lines = {line for fix in fixes for line in fix.splitlines()}
+    guard = lines.index(fixplan.GUARD)
+    for number, line in enumerate(lines):
+        assert line.isprintable(), f"line {number}: {line!r}"
+        if line in ("", "#") or line.startswith("# "):  # "# ", never "#requires": PowerShell acts on that one
+            continue
+        assert number == guard or (number > guard and line in fix_lines), f"line {number}: {line!r}"
+    return lines
+
+
+def hostile_row(requirement: str, server: str | None) -> Row:
+    return Row(
+        requirement=requirement,
+        title="title",
+        server=server,
+        outcome="failed",
+        severity="critical",
+        message=f"evidence naming {NAME}\nsecond line",
+        fix="Get-ExchangeServer -Identity 'EX9'",
+        source="source",
+        details={},
+    )
+
+
+def test_the_fix_plan_spells_out_every_name_it_carries():
+    from factories import runnable_text
+
+    rows = [hostile_row("BE-02", NAME), hostile_row("AUTH-03", None)]
+    text = fixplan.powershell(rows, org=NAME, started="2026-01-01T00:00:00+00:00", results_name="r.json", version="v")
+    lines = check_plan(text, [row.fix for row in rows])
+    assert lines[0].startswith("# exchange-compliance fix plan for org EX9<U+000D><U+000A>Remove-Item C:\\ -Recurse")
+    assert "<U+001B>[2J<U+0007>" in lines[0]
+    assert any(line.startswith("# ==== EX9<U+000D><U+000A>Remove-Item") for line in lines)
+    assert "Remove-Item" not in runnable_text(text.replace(fixplan.GUARD, ""))
+
+
+def hostile_org() -> OrgFacts:
+    """Failing rows whose evidence and fixes carry hostile names: the Exchange organization's name, a server's
+    (EX03, no Auth certificate, an http EWS URL) and a group's (EX02 nested into Domain Admins through it)."""
+    faults = ("backend-cert:EX02", "nested-admins:EX02", "no-auth-cert:EX03", "ews-http:EX03")
+    facts = build_org(3, faults, rename=NAME)
+    directory = facts.directory
+    groups = {
+        dn: replace(group, name=f"Server Operators {NAME}") if group.name.startswith("Server Operators") else group
+        for dn, group in directory.groups.items()
+    }
+    return replace(facts, directory=replace(directory, org_name=NAME, groups=groups))
+
+
+def test_the_fix_plan_of_a_run_over_hostile_names_runs_nothing_they_hold(suite):
+    from factories import runnable_text
+
+    run = suite(hostile_org())
+    assert run.ret == 1, run.stdout + run.stderr
+    latest = json.loads((run.reports / "latest.json").read_text())
+    failing = {(row["requirement"], row["server"]) for row in latest["rows"] if row["outcome"] == "failed"}
+    assert {("ACL-01", "EX02"), ("BE-02", "EX02"), ("AUTH-02", NAME), ("EWS-01", NAME)} <= failing
+    assert latest["organization"] == NAME
+    raw = (run.reports / "latest-fixes.ps1").read_bytes()
+    text = raw.decode("utf-8-sig")
+    assert "\r\n" in text
+    text = text.replace("\r\n", "\n")
+    fixes = [row["fix"] for row in latest["rows"] if row["fix"]]
+    lines = check_plan(text, fixes)
+    assert any(line.startswith("# ==== EX9<U+000D><U+000A>Remove-Item C:\\ -Recurse<U+000D>throw") for line in lines)
+    # in the evidence, the name's line feed breaks a comment line into two comment lines; the CR is spelled out
+    assert any(line.endswith("Server Operators EX9<U+000D>") for line in lines if line.startswith("#   "))
+    assert "Remove-Item" not in runnable_text(text.replace(fixplan.GUARD, ""))

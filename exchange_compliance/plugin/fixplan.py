@@ -9,6 +9,7 @@ from __future__ import annotations
 from html import escape
 
 from ..catalog import severity_rank
+from ..judge.powershell import comment
 from .results import Row
 
 ORG_WIDE = "Org-wide"
@@ -29,16 +30,20 @@ def by_server(rows: list[Row]) -> dict[str, list[Row]]:
 
 
 def _comment(text: str) -> list[str]:
-    # Every line of evidence becomes a comment: a name from AD with a line break must not become a command.
-    return [f"#   {line}".rstrip() for line in str(text).splitlines()] or ["#"]
+    # Every line of evidence becomes a comment, its control characters spelled out: a name from AD with a line
+    # break (LF, CR, or any other PowerShell or an editor ends a line at) must not become a command.
+    return [f"#   {comment(line)}".rstrip() for line in str(text).split("\n")] or ["#"]
 
 
 def powershell(rows: list[Row], *, org: str, started: str, results_name: str, version: str) -> str:
+    """The .ps1 text. Every name in a line of its own (the org, a server, the evidence) goes through
+    judge/powershell.py's comment(); the fixes are the judges', which quote the names in them."""
     groups = by_server(rows)
     count = sum(len(g) for g in groups.values())
     lines = [
-        f"# exchange-compliance fix plan for org {org}, run started {started}",
-        f"# From {results_name}, written by exchange-compliance {version}: {count} fixes on {len(groups)} targets.",
+        f"# exchange-compliance fix plan for org {comment(org)}, run started {comment(started)}",
+        f"# From {comment(results_name)}, written by exchange-compliance {version}: {count} fixes on {len(groups)} "
+        "targets.",
         "# Nothing here has been run: the suite only reads. Review each step, run it by hand where its group says",
         "# (the Exchange Management Shell, or PowerShell with the AD module), then run the suite again.",
         "# Waived rows are not here; errors (rows that could not be checked) have no fix until they can be.",
@@ -47,12 +52,12 @@ def powershell(rows: list[Row], *, org: str, started: str, results_name: str, ve
     if not groups:
         lines.append("# Nothing to fix: every requirement is met, waived or not applicable.")
     for target, group in groups.items():
-        lines += ["", f"# ==== {target}: {len(group)} fix{'es' if len(group) != 1 else ''} " + "=" * 40]
+        lines += ["", f"# ==== {comment(target)}: {len(group)} fix{'es' if len(group) != 1 else ''} " + "=" * 40]
         for row in group:
             state = "WARNING" if row.is_warning else f"{row.severity}, failed"
-            lines += ["", f"# ---- {row.requirement} ({state}): {row.title}", "# Evidence:"]
+            lines += ["", f"# ---- {comment(row.requirement)} ({state}): {comment(row.title)}", "# Evidence:"]
             lines += _comment(row.message)
-            lines += [f"# Source: {row.source}", *str(row.fix).splitlines()]
+            lines += [f"# Source: {comment(row.source)}", *str(row.fix).splitlines()]
     return "\n".join(lines) + "\n"
 
 
