@@ -7,6 +7,7 @@ write and read them as JSON, so a run can be judged later or replayed from a bug
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -343,6 +344,9 @@ class OrgFacts:
     probes: dict[str, ServerProbe | Unavailable]
     handshakes: dict[str, Handshake | Unavailable]
     settings: JudgingSettings
+    # the org config's [servers] patterns that chose `checked`: why a server is or is not in it
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
 
     def checked_servers(self) -> tuple[ExchangeServer, ...]:
         wanted = {name.lower() for name in self.checked}
@@ -365,6 +369,30 @@ class OrgFacts:
         return "; ".join(
             f"{server} ({', '.join(f'{u.source}: {u.reason}' for u in why)})"
             for server, why in self.unreachable().items()
+        )
+
+    def nothing_checked(self) -> str | None:
+        """Why not one Exchange server is checked, or None. A run that checked none proves nothing: it is not a pass
+        (the run exits 6 with this reason)."""
+        if self.checked_servers():
+            return None
+        servers = self.directory.servers
+        if not servers:
+            return f"no server was checked: no msExchExchangeServer objects under {self.directory.org_dn}"
+        names = ", ".join(s.name for s in servers[:20]) + (
+            f" and {len(servers) - 20} more" if len(servers) > 20 else ""
+        )
+        if self.include or self.exclude:
+            chosen = {"include": self.include, "exclude": self.exclude}
+            patterns = ", ".join(f"{key} = {json.dumps(list(value))}" for key, value in chosen.items() if value)
+            return (
+                f"no server was checked: the [servers] patterns ({patterns}) select none of the {len(servers)} "
+                f"servers ({names})"
+            )
+        listed = ", ".join(self.checked) if self.checked else "nothing"
+        return (
+            f"no server was checked: the evidence file's checked list names none of its servers: it lists {listed}; "
+            f"the servers are {names}"
         )
 
     def no_server_answered(self) -> str | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,50 @@ def test_no_server_answering_is_exit_6_with_a_report(suite):
     html = (run.reports / "latest.html").read_text()
     assert "EX01 (winrm: connection refused on 5986, tls: connection refused on 444)" in html
     assert json.loads((run.reports / "latest.json").read_text())["verdict"]["status"] == "unreachable"
+
+
+SERVERS = "EX01, EX02, EDGE1"
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (
+            {"checked": ("NOPE",)},
+            "the evidence file's checked list names none of its servers: it lists NOPE; the servers are " + SERVERS,
+        ),
+        (
+            {"checked": ()},
+            "the evidence file's checked list names none of its servers: it lists nothing; the servers are",
+        ),
+        (
+            {"checked": (), "include": ("NOPE*",)},
+            f'the [servers] patterns (include = ["NOPE*"]) select none of the 3 servers ({SERVERS})',
+        ),
+        (
+            {"checked": (), "include": ("EX*",), "exclude": ("EX*",)},
+            f'the [servers] patterns (include = ["EX*"], exclude = ["EX*"]) select none of the 3 servers ({SERVERS})',
+        ),
+        ({"servers": ()}, "no msExchExchangeServer objects under CN=Contoso,CN=Microsoft Exchange,CN=Services,"),
+    ],
+)
+def test_nothing_checked_is_exit_6_not_a_pass(suite, change, why):
+    facts = build_org(2)
+    if "servers" in change:
+        facts = replace(facts, checked=(), directory=replace(facts.directory, servers=()))
+    else:
+        facts = replace(facts, **change)
+    run = suite(facts)
+    output = run.stdout + run.stderr
+    assert run.ret == 6, output
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    assert last_line(run).startswith(
+        f"exchange-compliance: contoso-unit: NOT CHECKED: the org could not be checked: no server was checked: {why}"
+    )
+    document = json.loads((run.reports / "latest.json").read_text())
+    assert document["verdict"]["status"] == "unreachable" and document["rows"] == []
+    assert document["verdict"]["line"] == last_line(run).removeprefix("exchange-compliance: ")
+    assert f"no server was checked: {escape(why)}" in (run.reports / "latest.html").read_text()
 
 
 def test_unreachable_directory_is_exit_6_and_the_report_says_why(suite, tmp_path):

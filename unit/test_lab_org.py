@@ -212,3 +212,23 @@ def test_a_server_that_never_answers_does_not_keep_a_nightly_run_from_ending(tmp
     results = json.loads((tmp_path / "reports" / "hung" / "latest.json").read_text())
     assert results["unreachable"] == ["EX02"]
     assert "no answer within the server timeout (3 s)" in row(results, "BE-01", "EX02")["message"]
+
+
+def test_include_patterns_that_match_no_server_are_exit_6_not_a_pass(tmp_path):
+    # The live path: the DC answers with the lab's servers, and [servers] include leaves none of them to check.
+    names = [server["name"] for server in lab_up("healthy")["servers"]]
+    org = tmp_path / "nope.toml"
+    config = (REPO / "orgs" / "lab.toml").read_text().replace('"../.lab/', f'"{LAB_ROOT}/')
+    org.write_text(config + '\n[servers]\ninclude = ["NOPE*"]\n')
+    status, results, output = run_suite(tmp_path / "reports", org=str(org))
+    assert status == 6, output
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    last = output.strip().splitlines()[-1]
+    assert last.startswith(
+        "exchange-compliance: nope: NOT CHECKED: the org could not be checked: no server was checked: the [servers] "
+        f'patterns (include = ["NOPE*"]) select none of the {len(names)} servers ('
+    )
+    assert all(name in last for name in names)
+    assert results["verdict"]["status"] == "unreachable" and results["rows"] == [] and results["servers"] == []
+    evidence = json.loads((tmp_path / "reports" / "nope" / "latest-facts.json").read_text())
+    assert evidence["facts"]["include"] == ["NOPE*"] and evidence["facts"]["checked"] == []

@@ -82,6 +82,8 @@ def collect_org(config: OrgConfig, progress: Progress = lambda _message: None) -
         probes=probes,
         handshakes=handshakes,
         settings=config.judging_settings(),
+        include=config.include,
+        exclude=config.exclude,
     )
     failed = facts.unreachable()
     progress(

@@ -74,8 +74,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # The most severe requirements run first, so the report lists their failures first within each result.
     items.sort(key=lambda item: -severity_rank(found.severity) if (found := _requirement_of(item)) else 0)
     run = config.stash.get(RUN, None)
-    if run is not None and run.facts is None and run.not_checked:
-        # Nothing to judge: the run ends with the reason in its report and exit status 6.
+    if run is not None and run.not_checked:
+        # Nothing to judge (no DC answered, or no server is checked): the run ends with the reason in its report
+        # and exit status 6.
         config.hook.pytest_deselected(items=items[:])
         items.clear()
         return

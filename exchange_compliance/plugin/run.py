@@ -77,8 +77,10 @@ class ComplianceRun:
 
     @property
     def not_checked(self) -> str | None:
-        """Why the org could not be checked at all, known before any test: no domain controller answered."""
-        return self.loaded.unreachable
+        """Why the org could not be checked at all, known before any test: no domain controller answered, or the
+        facts name no server to check."""
+        facts = self.facts
+        return self.loaded.unreachable or (facts.nothing_checked() if facts is not None else None)
 
     # --- facts ----------------------------------------------------------------------------------------------
 
