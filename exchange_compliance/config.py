@@ -168,6 +168,16 @@ class OrgConfig:
             _env(self, "winrm", "password_env", self.winrm.password_env),
         )
 
+    def insecure_settings(self) -> tuple[str, ...]:
+        """Settings that weaken what the run's credentials are protected by, one line each: said at the start of
+        the run, in the report's header and in latest.json."""
+        if self.winrm.validate_certificate:
+            return ()
+        return (
+            f"{self.source}: [winrm] validate_certificate = false: the servers' WinRM certificates are not checked, "
+            "so whoever answers in a server's name gets the WinRM logon and the probe",
+        )
+
     def judging_settings(self) -> JudgingSettings:
         """The settings the judges need; kept with the facts so a snapshot is judged as it was collected."""
         return JudgingSettings(self.hybrid, self.auth_certificate_warning_days)
@@ -407,12 +417,15 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
     kerberos = transport == "kerberos"
     user_env = winrm.optional_env_name("user_env") if kerberos else winrm.env_name("user_env")
     password_env = winrm.optional_env_name("password_env") if kerberos else winrm.env_name("password_env")
+    validate_certificate = winrm.flag("validate_certificate", True)
+    if transport == "basic":
+        _refuse_basic_in_clear(path, scheme, validate_certificate)
     winrm_settings = WinRMSettings(
         port=winrm.integer("port", 5986 if scheme == "https" else 5985, low=1),
         scheme=scheme,
         transport=transport,
         ca_file=winrm.file("ca_file"),
-        validate_certificate=winrm.flag("validate_certificate", True),
+        validate_certificate=validate_certificate,
         user_env=None if kerberos else user_env,
         password_env=None if kerberos else password_env,
         read_timeout_seconds=read_timeout,
@@ -450,6 +463,22 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
     for section in (*sections, root):
         section.finish()
     return config
+
+
+def _refuse_basic_in_clear(path: Path, scheme: str, validate_certificate: bool) -> None:
+    """Basic sends the password itself, base64-encoded, in every request: only inside TLS to a server whose
+    certificate is checked. NTLM, Kerberos and CredSSP send no password in clear over http: pywinrm encrypts their
+    messages there (collect/winrm.py asks it to, always)."""
+    if scheme == "http":
+        raise ConfigError(
+            f'{path}: [winrm] scheme: "http" with transport = "basic" would send the password in clear (base64): '
+            'use scheme = "https" with validate_certificate = true, or transport = "ntlm" or "kerberos"'
+        )
+    if not validate_certificate:
+        raise ConfigError(
+            f'{path}: [winrm] validate_certificate: false with transport = "basic" would send the password to any '
+            "host that answers in the server's name: validate the certificate, or use ntlm or kerberos"
+        )
 
 
 def _kerberos(section: StrictTable, path: Path) -> KerberosSettings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fake_dc import make_certificates
 
 from conftest import CREDENTIALS
 from exchange_compliance import collect
@@ -27,7 +29,8 @@ from exchange_compliance.collect.ldap import Bound
 from exchange_compliance.config import load_org_config
 from exchange_compliance.facts import Handshake, ServerProbe, Unavailable
 
-# The fakes speak plain HTTP: pywinrm's notice about an environment-defined CA bundle says nothing here.
+# The fakes are trusted through the org config's ca_file: pywinrm's notice about an environment-defined CA bundle
+# says nothing here.
 pytestmark = pytest.mark.filterwarnings("ignore:'pywinrm' will use an environment variable defined CA Trust")
 UNIT = Path(__file__).resolve().parent
 DOMAIN = "lab.contoso.test"  # factories.server's
@@ -98,9 +101,14 @@ def nameless_stream(action: str) -> Reply:
 class FakeWinRM(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: str, port: int, behaviour: Callable[[str], Reply], stop: threading.Event) -> None:
+    def __init__(
+        self, address: str, port: int, behaviour: Callable[[str], Reply], stop: threading.Event, tls: ssl.SSLContext
+    ) -> None:
         self.behaviour, self.stop = behaviour, stop
         super().__init__((address, port), _Handler)
+        # HTTPS, as the org config must have it for basic authentication; the handshake is made in the
+        # connection's own thread, so that one stuck client never holds up the others.
+        self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -137,9 +145,11 @@ def org(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..
     def make(behaviours: dict[str, Callable[[str], Reply]], server_timeout: float = 10, read_timeout: int = 30) -> Path:
         port = 0
         addresses = {}
+        hosts = [f"{name.lower()}.{DOMAIN}" for name in behaviours]
+        certificates = make_certificates(tmp_path / "tls", *hosts)
         for number, (name, behaviour) in enumerate(behaviours.items(), 1):
             address = f"127.0.77.{number}"
-            fake = FakeWinRM(address, port, behaviour, stop)
+            fake = FakeWinRM(address, port, behaviour, stop, certificates.context(hosts[number - 1]))
             port = fake.server_address[1]  # the same port on every address: the config has one
             fakes.append(fake)
             threading.Thread(target=fake.serve_forever, daemon=True).start()
@@ -149,7 +159,8 @@ def org(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..
         path.write_text(
             '[directory]\nservers = ["127.0.0.1"]\nport = 1\nuser_env = "T_LDAP_USER"\n'
             'password_env = "T_LDAP_PASSWORD"\n'
-            f'\n[winrm]\nscheme = "http"\ntransport = "basic"\nport = {port}\nuser_env = "T_WINRM_USER"\n'
+            f'\n[winrm]\ntransport = "basic"\nport = {port}\nca_file = "{certificates.ca_file}"\n'
+            'user_env = "T_WINRM_USER"\n'
             f'password_env = "T_WINRM_PASSWORD"\nread_timeout_seconds = {read_timeout}\n'
             f"operation_timeout_seconds = {read_timeout - 1}\n\n[network]\naddresses = {{ {table} }}\n\n"
             f"[collection]\nserver_timeout_seconds = {server_timeout}\n"

@@ -72,6 +72,10 @@ def open_protocol(host: str, config: OrgConfig, credentials: Credentials | None)
         ca_trust_path=str(settings.ca_file) if settings.ca_file else "legacy_requests",
         read_timeout_sec=settings.read_timeout_seconds,
         operation_timeout_sec=settings.operation_timeout_seconds,
+        # Over http, NTLM, Kerberos and CredSSP messages are encrypted by the authentication's own session key
+        # (pywinrm's "auto" does it too); "always" makes pywinrm refuse, not send in clear, when it cannot. Over
+        # https TLS protects them. Never "never". (Basic over http is refused with the config.)
+        message_encryption="always" if settings.scheme == "http" else "auto",
         # The SPN is HTTP/<host name>: built from the endpoint it would be HTTP/<address>, which the KDC does
         # not know when [network] addresses gives the server an address.
         kerberos_hostname_override=host if settings.transport == "kerberos" else None,

@@ -32,6 +32,7 @@ class LoadedFacts:
     keep: int | None = None  # the org config's [reports] keep, when collected live
     unreachable: str | None = None  # why the org could not be checked: no domain controller answered
     notify: NotifySettings | None = None  # the org config's [notify], when collected live
+    insecure: tuple[str, ...] = ()  # the org config's settings that weaken the run's protection, said as warnings
 
 
 def load(
@@ -43,13 +44,17 @@ def load(
 ) -> LoadedFacts:
     """On the controller: the facts (--org-snapshot's, read with the options, or collected live), written as the
     run's evidence file. A config, evidence or reports directory error is a usage error (exit 4)."""
+    display_name = keep = notify = None
+    insecure: tuple[str, ...] = ()
     try:
-        display_name = keep = notify = None
         if replayed is not None:
             facts = replayed
         else:
             org_config = load_org_config(options.config_path, options.org_name)  # type: ignore[arg-type]
             display_name, keep, notify = org_config.display_name, org_config.reports_keep, org_config.notify
+            insecure = org_config.insecure_settings()
+            for line in insecure:
+                warn(f"warning: {line}")
             facts = collect_org(org_config, say)
         with writing(options.report_dir):
             text = snapshot.dumps(facts)
@@ -61,8 +66,10 @@ def load(
         # Not pytest.exit: the session goes on with no test, so the report and latest.json say why, and
         # yesterday's report is not left looking like today's.
         warn(f"the org could not be checked: {exc}")
-        return LoadedFacts(None, display_name=display_name, keep=keep, unreachable=str(exc), notify=notify)
-    return LoadedFacts(facts, evidence, display_name, keep, notify=notify)
+        return LoadedFacts(
+            None, display_name=display_name, keep=keep, unreachable=str(exc), notify=notify, insecure=insecure
+        )
+    return LoadedFacts(facts, evidence, display_name, keep, notify=notify, insecure=insecure)
 
 
 def load_on_worker(handoff: Handoff, replayed: OrgFacts | None) -> LoadedFacts:

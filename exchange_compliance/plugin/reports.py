@@ -101,6 +101,7 @@ def write(judged: JudgedRun, report_dir: Path, stamp: str, evidence: Path | None
             "waivers": [s.as_dict() for s in judged.waivers],
             "since_last_run": judged.changes.as_dict() if judged.changes else None,
             "fix_plan": judged.fix_plan.name if judged.fix_plan else None,
+            "insecure_settings": list(judged.insecure),
         }
         stamped = report_dir / f"{stamp}.json"
         if judged.facts is None:  # the org could not be reached: a document with the reason and no rows

@@ -147,6 +147,7 @@ class ComplianceRun:
             changes=history.compare(previous, self.rows) if (previous := self.history.previous) and facts else None,
             fix_plan=options.report_dir / f"{self.stamp}-fixes.ps1" if facts else None,
             trend=self.history.trend(self.keep, self.started.isoformat(), verdict.status, self.rows),
+            insecure=self.loaded.insecure,
         )
         return self._judged
 

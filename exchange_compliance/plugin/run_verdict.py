@@ -99,6 +99,7 @@ class JudgedRun:
     changes: Changes | None  # since the last run of the org
     fix_plan: Path | None
     trend: list[TrendPoint] = field(default_factory=list)  # the kept runs and this one, oldest first
+    insecure: tuple[str, ...] = ()  # the org config's settings that weaken the run's protection (warnings)
 
 
 def exit_status(judged: JudgedRun, status: int) -> int:

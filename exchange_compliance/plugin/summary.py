@@ -43,6 +43,7 @@ white-space:pre-wrap;color:#000}.excomp-row pre{white-space:pre-wrap;color:#000}
 def run_facts(run: JudgedRun) -> list[tuple[str, str]]:
     """What the report says about the run, as label / value pairs (escaped by facts_table)."""
     lines = [("Run", f"started {run.started:%Y-%m-%d %H:%M:%S} UTC, took {run.duration:.1f} s")]
+    lines += [("Warning", line) for line in run.insecure]
     if run.target is not None:
         lines.insert(0, ("CU gate", f"target {run.target.label}; gate requirements block at any severity"))
     # The org config's display_name heads the report when the facts were collected live; a replayed evidence
