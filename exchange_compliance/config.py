@@ -16,6 +16,8 @@ from .facts import WARNING_DAYS_RANGE, JudgingSettings
 
 # how many runs' files reports/<org>/ keeps unless [reports] keep says otherwise
 REPORTS_KEEP = 30
+# The longest wait any timeout in the org config may set: an hour is already far more than any answer needs.
+MAX_SECONDS = 3600
 # What a POSIX shell accepts as a variable name. Anything else in a *_env key is most likely the secret itself.
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # An email address as [notify] takes it: a plain addr-spec (dot-atom local part, a domain of host labels), no
@@ -228,10 +230,12 @@ class StrictTable:
             raise ConfigError(f"{self._where(key)}: {shown(value)} is out of range {low}..{high}")
         return value  # type: ignore[return-value]
 
-    def number(self, key: str, default: object = ...) -> float:
+    def number(self, key: str, default: object = ..., high: float = MAX_SECONDS) -> float:
+        """A positive number of at most `high`: TOML also allows inf and nan, which would pass `> 0` and break a
+        timer or a socket later, and a huge one overflows where it is turned into a deadline."""
         value = self.get(key, (int, float), default, what="a number")
-        if value <= 0:  # type: ignore[operator]
-            raise ConfigError(f"{self._where(key)}: must be positive, got {value}")
+        if not 0 < value <= high:  # type: ignore[operator]  # false for nan too
+            raise ConfigError(f"{self._where(key)}: {shown(value)} is out of range: more than 0, at most {high:g}")
         return float(value)  # type: ignore[arg-type]
 
     def flag(self, key: str, default: object = ...) -> bool:
@@ -347,11 +351,15 @@ def _read_text(path: Path, where: str) -> str:
 def read_toml(path: Path) -> dict:
     """A TOML file as a dict; ConfigError naming the file when it cannot be read, is not UTF-8 or not TOML."""
     try:
-        return tomllib.loads(_read_text(path, str(path)))
+        text = _read_text(path, str(path))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except ValueError:  # tomllib leaves it to int(), which refuses more than 4,300 digits
+        raise ConfigError(f"{path}: not valid TOML: an integer too long to read") from None
 
 
 def load_org_config(path: Path, name: str | None = None) -> OrgConfig:

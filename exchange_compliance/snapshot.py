@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import facts
+from .config import shown
 from .facts import OrgFacts
 
 FORMAT = "exchange-compliance-facts/1"
@@ -81,7 +82,8 @@ def _decode(kind: object, value: object, where: str) -> object:
         _, item = typing.get_args(kind)
         if not isinstance(value, dict):
             raise SnapshotError(f"{where}: expected an object")
-        return {k: _decode(item, v, f"{where}.{k}") for k, v in value.items()}
+        # A key is a name from the file: shown escaped when it holds a line break or an escape sequence.
+        return {k: _decode(item, v, f"{where}.{k}" if k.isprintable() else f"{where}[{k!r}]") for k, v in value.items()}
     if kind is bytes:
         try:
             return base64.b64decode(str(value), validate=True)
@@ -92,8 +94,9 @@ def _decode(kind: object, value: object, where: str) -> object:
             return datetime.fromisoformat(str(value))
         except ValueError:
             raise SnapshotError(f"{where}: not a date: {value!r}") from None
-    if kind in (int, str, bool, float) and not isinstance(value, kind):
-        raise SnapshotError(f"{where}: expected {kind.__name__}, got {value!r}")
+    # bool is an int in Python; `true` where a number belongs is a hand edit, not 1.
+    if kind in (int, str, bool, float) and (not isinstance(value, kind) or (kind is not bool and type(value) is bool)):
+        raise SnapshotError(f"{where}: expected {kind.__name__}, got {shown(value)}")
     return value
 
 
@@ -112,6 +115,10 @@ def loads(text: str, source: str = "snapshot") -> OrgFacts:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SnapshotError(f"{source}: not JSON: {exc}") from None
+    except RecursionError:  # arrays or objects nested thousands deep: no evidence file is
+        raise SnapshotError(f"{source}: not an evidence file: nested too deeply") from None
+    except ValueError:  # an integer of more than 4,300 digits, which int() refuses to convert
+        raise SnapshotError(f"{source}: not an evidence file: an integer too long to read") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise SnapshotError(f"{source}: not an exchange-compliance facts file (format {FORMAT})")
     return _decode(OrgFacts, document.get("facts"), source)  # type: ignore[return-value]

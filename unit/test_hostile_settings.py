@@ -9,6 +9,8 @@ negative numbers and booleans in a numeric key are one line naming the key (exit
 from __future__ import annotations
 
 import json
+import re
+import tomllib
 from html import escape
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from winrm.transport import Transport
 from conftest import CREDENTIALS, live_org
 from exchange_compliance.collect import winrm
 from exchange_compliance.config import ConfigError, Credentials, load_org_config
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "orgs" / "example-prod.toml"
 
 
 def config_with(tmp_path: Path, winrm_settings: str) -> Path:
@@ -124,3 +128,94 @@ def test_a_validated_certificate_leaves_no_warning(suite, tmp_path):
     run = suite(None, "--org", str(live_org(tmp_path)), env=CREDENTIALS)
     assert run.ret == 6 and "warning:" not in run.stdout
     assert json.loads((run.reports.parent / "prod" / "latest.json").read_text())["insecure_settings"] == []
+
+
+# --- numbers -----------------------------------------------------------------------------------------------------
+
+
+def numeric_keys() -> list[tuple[str, str]]:
+    """Every numeric key of the example config, set or commented out (the ports are)."""
+    found = [
+        (section, key)
+        for section, table in tomllib.loads(EXAMPLE.read_text()).items()
+        for key, value in table.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+    return sorted({*found, ("directory", "port"), ("winrm", "port")})
+
+
+def example_with(section: str, key: str, value: str) -> str:
+    """The example config with `key = value` in [section], replacing the key's line, set or commented out."""
+    text = EXAMPLE.read_text()
+    start = text.index(f"[{section}]\n")
+    end = text.find("\n[", start + 1)
+    end = len(text) if end == -1 else end
+    body = text[start:end]
+    line = re.compile(rf"^#?\s*{key}\s*=.*$", re.MULTILINE)
+    if line.search(body):
+        body = line.sub(f"{key} = {value}", body, count=1)
+    else:
+        body = body.replace(f"[{section}]\n", f"[{section}]\n{key} = {value}\n")
+    return text[:start] + body + text[end:]
+
+
+def test_every_numeric_key_of_the_example_is_covered():
+    assert numeric_keys() == [
+        ("backend", "timeout_seconds"),
+        ("collection", "max_workers"),
+        ("collection", "server_timeout_seconds"),
+        ("directory", "port"),
+        ("directory", "timeout_seconds"),
+        ("reports", "keep"),
+        ("thresholds", "auth_certificate_warning_days"),
+        ("winrm", "operation_timeout_seconds"),
+        ("winrm", "port"),
+        ("winrm", "read_timeout_seconds"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["inf", "-inf", "nan", "+nan", "0", "-5", "-0.5", "1e300", "true", "1e20", "10_000_000_000_000_000_000_000"],
+)
+@pytest.mark.parametrize(("section", "key"), numeric_keys())
+def test_every_number_is_finite_and_bounded_or_one_line_naming_the_key(tmp_path, section, key, value):
+    path = tmp_path / "prod.toml"
+    path.write_text(example_with(section, key, value))
+    if (section, key, value) == ("thresholds", "auth_certificate_warning_days", "0"):
+        assert load_org_config(path).auth_certificate_warning_days == 0  # no warning ahead of expiry: allowed
+        return
+    message = error_of(path)
+    assert message.startswith(f"{path}: [{section}] {key}: "), message
+    assert len(message) < 250
+
+
+def test_the_bounds_are_the_documented_ones(tmp_path):
+    for section, key in (
+        ("directory", "timeout_seconds"),
+        ("backend", "timeout_seconds"),
+        ("collection", "server_timeout_seconds"),
+    ):
+        path = tmp_path / "prod.toml"
+        path.write_text(example_with(section, key, "3600"))
+        load_org_config(path)
+        path.write_text(example_with(section, key, "3600.5"))
+        assert error_of(path) == f"{path}: [{section}] {key}: 3600.5 is out of range: more than 0, at most 3600"
+
+
+def test_an_integer_too_long_to_read_is_one_line(tmp_path):
+    path = tmp_path / "prod.toml"
+    path.write_text(example_with("reports", "keep", "1" * 5000))
+    assert error_of(path) == f"{path}: not valid TOML: an integer too long to read"
+
+
+def test_an_infinite_timeout_stops_the_run_with_one_line(suite, tmp_path):
+    path = live_org(tmp_path, "\n[collection]\nserver_timeout_seconds = inf\n")
+    run = suite(None, "--org", str(path), env=CREDENTIALS)
+    output = run.stdout + run.stderr
+    assert run.ret == 4, output
+    assert "Traceback" not in output and "INTERNALERROR" not in output and "OverflowError" not in output
+    errors = [line for line in run.stderr.splitlines() if line.startswith("ERROR: ")]
+    assert errors == [
+        f"ERROR: {path}: [collection] server_timeout_seconds: inf is out of range: more than 0, at most 3600"
+    ]

@@ -101,7 +101,7 @@ def test_an_evidence_file_with_settings_as_a_plain_object_still_loads():
         ("auth_certificate_warning_days", -1, "settings.auth_certificate_warning_days: -1 is out of range 0..3650"),
         ("auth_certificate_warning_days", "60", "settings.auth_certificate_warning_days: expected int, got '60'"),
         ("auth_certificate_warning_days", 60.5, "settings.auth_certificate_warning_days: expected int, got 60.5"),
-        ("auth_certificate_warning_days", True, "settings.auth_certificate_warning_days: expected a whole number"),
+        ("auth_certificate_warning_days", True, "settings.auth_certificate_warning_days: expected int, got True"),
     ],
 )
 def test_judging_settings_are_checked_when_an_evidence_file_is_read(key, value, message):
