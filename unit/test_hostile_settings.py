@@ -133,21 +133,30 @@ def test_a_validated_certificate_leaves_no_warning(suite, tmp_path):
 # --- numbers -----------------------------------------------------------------------------------------------------
 
 
+# The example's [notify] is commented out: a table as an admin would fill it in, so its numbers are tried too.
+NOTIFY = '\n[notify]\nsmtp_host = "smtp.contoso.com"\nfrom = "a@contoso.com"\nto = ["b@contoso.com"]\n'
+
+
+def example() -> str:
+    return EXAMPLE.read_text() + NOTIFY
+
+
 def numeric_keys() -> list[tuple[str, str]]:
-    """Every numeric key of the example config, set or commented out (the ports are)."""
+    """Every numeric key of the example config, set or commented out (the ports are; [notify] is)."""
     found = [
         (section, key)
-        for section, table in tomllib.loads(EXAMPLE.read_text()).items()
+        for section, table in tomllib.loads(example()).items()
         for key, value in table.items()
         if isinstance(value, int | float) and not isinstance(value, bool)
     ]
-    return sorted({*found, ("directory", "port"), ("winrm", "port")})
+    extra = {("directory", "port"), ("winrm", "port"), ("notify", "smtp_port"), ("notify", "timeout_seconds")}
+    return sorted({*found, *extra})
 
 
 def example_with(section: str, key: str, value: str) -> str:
     """The example config with `key = value` in [section], replacing the key's line, set or commented out."""
-    text = EXAMPLE.read_text()
-    start = text.index(f"[{section}]\n")
+    text = example()
+    start = re.search(rf"^\[{section}\]\n", text, re.MULTILINE).start()  # type: ignore[union-attr]
     end = text.find("\n[", start + 1)
     end = len(text) if end == -1 else end
     body = text[start:end]
@@ -166,6 +175,8 @@ def test_every_numeric_key_of_the_example_is_covered():
         ("collection", "server_timeout_seconds"),
         ("directory", "port"),
         ("directory", "timeout_seconds"),
+        ("notify", "smtp_port"),
+        ("notify", "timeout_seconds"),
         ("reports", "keep"),
         ("thresholds", "auth_certificate_warning_days"),
         ("winrm", "operation_timeout_seconds"),
@@ -195,6 +206,7 @@ def test_the_bounds_are_the_documented_ones(tmp_path):
         ("directory", "timeout_seconds"),
         ("backend", "timeout_seconds"),
         ("collection", "server_timeout_seconds"),
+        ("notify", "timeout_seconds"),
     ):
         path = tmp_path / "prod.toml"
         path.write_text(example_with(section, key, "3600"))
