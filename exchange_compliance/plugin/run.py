@@ -160,12 +160,11 @@ class ComplianceRun:
             return
         judged = self.finish()
         try:
-            self.results_path = reports.write(
-                judged, self.options.report_dir, self.stamp, self.loaded.evidence_path, self.keep
-            )
+            results = reports.write(judged, self.options.report_dir, self.stamp, self.loaded.evidence_path, self.keep)
             metrics.write(judged, self.options.report_dir)
             if self.tool_outputs is not None:
                 self.tool_outputs.publish(session.config, self.options.report_dir, self.stamp)
+            self.results_path = results  # the terminal's lines name the files only once they all are written
         except reports.ReportsError as exc:
             # Said as the run's last line (pytest_unconfigure), not raised: out of this hook, pytest would print
             # it as an INTERNALERROR traceback. Exit 4: the reports directory is the operator's to fix.
