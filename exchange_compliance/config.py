@@ -235,7 +235,7 @@ class StrictTable:
         timer or a socket later, and a huge one overflows where it is turned into a deadline."""
         value = self.get(key, (int, float), default, what="a number")
         if not 0 < value <= high:  # type: ignore[operator]  # false for nan too
-            raise ConfigError(f"{self._where(key)}: {shown(value)} is out of range: more than 0, at most {high:g}")
+            raise ConfigError(f"{self._where(key)}: must be positive and at most {high:g}, got {shown(value)}")
         return float(value)  # type: ignore[arg-type]
 
     def flag(self, key: str, default: object = ...) -> bool:

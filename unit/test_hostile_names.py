@@ -23,6 +23,7 @@ from exchange_compliance.facts import OrgFacts
 from exchange_compliance.plugin import fixplan
 from exchange_compliance.plugin.results import Row
 
+# The files with a stamped copy; latest.prom (node_exporter's) has none.
 LATEST = ("latest.json", "latest.html", "latest.xml", "latest-fixes.ps1", "latest-facts.json")
 # Files an earlier run of another org left where a hostile name points: pruning must not take them.
 PLANTED = ("20000101-000000.json", "20000101-000000.html", "20000101-000000-facts.json", "latest.json")
@@ -143,7 +144,7 @@ def test_symlinked_report_files_are_replaced_never_written_through_and_pruning_t
     folder = pytester.path / "reports" / ORG
     folder.mkdir(parents=True)
     old = "20000101-000000"
-    linked = (*LATEST, f"{old}.json", f"{old}-facts.json")
+    linked = (*LATEST, "latest.prom", f"{old}.json", f"{old}-facts.json")
     for name in linked:
         (outside / name).write_text(f"precious {name}")
         (folder / name).symlink_to(outside / name)
@@ -156,7 +157,7 @@ def test_symlinked_report_files_are_replaced_never_written_through_and_pruning_t
 
     assert run.ret == 1, run.stdout + run.stderr
     assert {name: (outside / name).read_text() for name in linked} == {name: f"precious {name}" for name in linked}
-    for name in LATEST:
+    for name in (*LATEST, "latest.prom"):
         assert (folder / name).is_file() and not (folder / name).is_symlink(), name
     assert json.loads((folder / "latest.json").read_text())["org"] == ORG
     assert "BE-02 on EX02" in (folder / "latest.html").read_text()
