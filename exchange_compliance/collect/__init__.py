@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 
 from ..config import Credentials, OrgConfig
 from ..facts import Directory, ExchangeServer, Handshake, OrgFacts, ServerProbe, Unavailable
+from ..text import one_line
 from . import kerberos
-from .ldap import DirectoryError, DirectoryReader, Sources, close, one_line, open_connection
+from .ldap import DirectoryError, DirectoryReader, Sources, close, open_connection
 from .tls import BACKEND_PORT, HandshakeFailed, fetch_certificate
 from .winrm import ProbeFailed, check_transport, run_probe, timed_out
 

@@ -38,6 +38,7 @@ from ..facts import (
     VirtualDirectory,
 )
 from ..names import dns_domain_of, parent_dn, rdn_value, split_dn
+from ..text import one_line
 from . import ldap_kerberos, values
 from .kerberos import Ticket
 
@@ -262,15 +263,6 @@ def _what_failed(exc: Exception, host: str, step: str) -> str:
         return f"the answer to the {step} could not be read ({type(exc).__name__}: {text})"
     # ldap3 wraps socket and TLS errors in long reprs, nested quotes and tuples; the first part is what matters.
     return text.split(" - ")[0].strip("()\"',")
-
-
-def one_line(text: str, secret: str | None = None, limit: int = 300) -> str:
-    """A DC's words for the terminal and the report: one line, control characters spelled out, at most `limit`
-    characters, and never `secret` (a DC could echo what it was sent)."""
-    if secret:
-        text = text.replace(secret, "[password]")
-    printable = "".join(char if char.isprintable() else f"\\x{ord(char):02x}" for char in text)
-    return printable if len(printable) <= limit else printable[: limit - 1] + "\u2026"
 
 
 def close(connection: ldap3.Connection) -> None:
