@@ -1,4 +1,5 @@
-"""The Auth certificate that signs OAuth tokens: named, present everywhere with its key, current (seeds 001, 003)."""
+"""The Auth certificate that signs OAuth tokens: named, present everywhere with its key, current (KB 4036163;
+"Exchange Server OWA and ECP not working")."""
 
 from exchange_compliance.judge import auth
 from exchange_compliance.plugin import requirement

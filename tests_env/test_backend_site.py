@@ -1,4 +1,5 @@
-"""The Exchange Back End site on 444, where every front end proxies to (seed 004)."""
+"""The Exchange Back End site on 444, where every front end proxies to ("Exchange 2013 Clients
+not able to connect using Outlook Anywhere")."""
 
 from exchange_compliance.judge import backend
 from exchange_compliance.plugin import requirement

@@ -1,4 +1,4 @@
-"""What a cumulative update needs before it is installed (Practical365 2016; seed 001).
+"""What a cumulative update needs before it is installed (Practical365 2016; KB 4036163).
 
 GATE-01 runs in every run: an expired certificate bound in IIS is a defect whether or not a CU is planned.
 GATE-02 is about a target version, so it runs only in a CU gate run (`--gate --target-version BUILD`): the

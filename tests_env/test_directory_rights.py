@@ -1,4 +1,5 @@
-"""Directory rights on Exchange server objects: who may serialize tokens and impersonate (seeds 000, 002)."""
+"""Directory rights on Exchange server objects: who may serialize tokens and impersonate (KB 2898571;
+"O365 Hybrid Wizard - Hybrid Agent Fails to Validate")."""
 
 from exchange_compliance.judge import rights
 from exchange_compliance.plugin import requirement

@@ -1,4 +1,4 @@
-"""EWS virtual directory URLs (seed 002)."""
+"""EWS virtual directory URLs ("O365 Hybrid Wizard - Hybrid Agent Fails to Validate")."""
 
 from exchange_compliance.judge import web_services
 from exchange_compliance.plugin import requirement

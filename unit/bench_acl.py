@@ -43,7 +43,7 @@ def distinct_descriptor(case: str, i: int) -> bytes:
 
 
 def build(trusted_subsystem_in_domain_admins: bool = False) -> Directory:
-    """200 servers; with `trusted_subsystem_in_domain_admins` (seed 000's worst case) every caller is denied on every
+    """200 servers; with `trusted_subsystem_in_domain_admins` (KB 2898571's worst case) every caller is denied on every
     object by the deny for Domain Admins that each object inherits from the organization container."""
 
     def group(name: str, rid: int, *member_of: str) -> Principal:

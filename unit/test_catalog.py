@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import TESTS_ENV, build_org
+from conftest import REPO, TESTS_ENV, build_org
 from exchange_compliance import snapshot
 from exchange_compliance.catalog import catalog
 from exchange_compliance.plugin import coverage
@@ -94,3 +96,44 @@ def test_deselecting_with_k_is_no_false_alarm(suite):
     run = suite(build_org(1), "-k", "backend_site")
     assert run.ret == 0, run.stdout + run.stderr
     assert "3 passed, 19 deselected, 3 not applicable" in run.stdout
+
+
+# --- sources -------------------------------------------------------------------------------------------------------
+
+
+def test_every_requirement_cites_an_article_an_admin_can_find():
+    for requirement in catalog().values():
+        assert requirement.sources, requirement.id
+        for source in requirement.sources:
+            assert source.title and (source.kb or source.url) and (source.publisher or source.author), source
+            assert not source.url or source.url.startswith("https://"), source
+    assert catalog()["ACL-01"].sources[0].kb == "2898571"
+    assert "(Microsoft, KB 2898571) https://learn.microsoft.com/" in catalog()["ACL-01"].source
+
+
+def test_a_source_links_only_to_a_web_address_and_is_escaped():
+    from exchange_compliance.catalog import Source
+    from exchange_compliance.plugin.html import _citation
+
+    hostile = Source(title="<img src=x>", url="javascript:alert(1)", publisher="<b>")
+    assert _citation(hostile) == "&lt;img src=x&gt; (&lt;b&gt;)"
+    quoted = Source(title="T", url='https://example.test/"onmouseover="x')
+    assert _citation(quoted) == (
+        '<a href="https://example.test/&quot;onmouseover=&quot;x" rel="noopener" target="_blank">T</a>'
+    )
+
+
+# Our own file names for the articles ("seed 000") mean nothing to an admin: cited by title and KB number instead.
+CITED_BY_FILE_NAME = re.compile(r"seed ?0[0-4]|\(seed|seeds? 00", re.IGNORECASE)
+
+
+def test_nothing_outside_the_suites_own_tests_cites_an_article_by_our_file_name():
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    found = []
+    for name in tracked.splitlines():
+        path = REPO / name
+        if name.startswith("unit/") or not path.is_file() or path.suffix in (".pem", ".der", ".bin"):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        found += [f"{name}:{n}" for n, line in enumerate(text.splitlines(), 1) if CITED_BY_FILE_NAME.search(line)]
+    assert found == []

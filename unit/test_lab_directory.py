@@ -260,7 +260,7 @@ def test_cache_makes_the_second_start_fast(lab_root, monkeypatch):
             "groups": [
                 {"name": "Tier 2", "member_of": ["Tier 1"]},
                 {"name": "Tier 1", "member_of": ["Domain Admins"]},
-                # seed 000 as it was found: an Exchange group (not created again) nested into Domain Admins
+                # KB 2898571's case as it was found: an Exchange group (not created again) nested into Domain Admins
                 {"name": "Exchange Trusted Subsystem", "member_of": ["Domain Admins"]},
             ],
             "aces": [{"object": "server:EX01", "sddl": f"(OD;;CR;{TOKEN_SERIALIZATION};;{{sid:EX02$}})"}],
@@ -398,14 +398,14 @@ def test_ews_virtual_directories(seeds):
     assert vdirs["EX01/EWS (Exchange Back End)"].msExchInternalHostName.value == (
         "https://ex01.lab.contoso.test:444/EWS/Exchange.asmx"
     )
-    assert vdirs["EX06/EWS (Default Web Site)"].msExchInternalHostName.value is None  # seed 002
+    assert vdirs["EX06/EWS (Default Web Site)"].msExchInternalHostName.value is None  # the Hybrid Agent article
 
 
 @pytest.mark.lab
 def test_ex02_is_nested_into_domain_admins(seeds):
     _, conn = seeds
     assert Dns.group("Server Operators Team") in _one(conn, Dns.computer("EX02"), ["memberOf"]).memberOf.values
-    assert _sid(conn, "Domain Admins") in _token_groups(conn, Dns.computer("EX02"))  # seed 000
+    assert _sid(conn, "Domain Admins") in _token_groups(conn, Dns.computer("EX02"))  # KB 2898571
     assert _sid(conn, "Domain Admins") not in _token_groups(conn, Dns.computer("EX01"))
 
 
@@ -427,7 +427,7 @@ def test_servers_inherit_the_setup_aces(seeds):
 def test_ex05_dacl_is_protected_without_the_exchange_servers_allow(seeds):
     _, conn = seeds
     sddl = _sddl(conn, SEEDS.server("EX05"))
-    assert sddl.split("D:")[1].startswith("P")  # seed 002
+    assert sddl.split("D:")[1].startswith("P")  # the Hybrid Agent article
     assert _sid(conn, "Exchange Servers") not in sddl
     assert "ID;" not in sddl  # the inherited ACEs, the denies with them, are gone
 

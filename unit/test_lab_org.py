@@ -23,14 +23,14 @@ from exchange_compliance.names import normalize_thumbprint
 pytestmark = needs_lab
 
 SEEDS_FAILURES = {
-    ("ACL-01", "EX02"),  # seed 000
-    ("AUTH-02", "EX03"),  # seed 001
-    ("BE-02", "EX04"),  # seed 004
+    ("ACL-01", "EX02"),  # KB 2898571
+    ("AUTH-02", "EX03"),  # KB 4036163 (Exchange 2016 CU6)
+    ("BE-02", "EX04"),  # Exchange 2013 Clients not able to connect using Outlook Anywhere
     ("BE-03", "EX04"),
-    ("ACL-02", "EX05"),  # seed 002
+    ("ACL-02", "EX05"),  # O365 Hybrid Wizard - Hybrid Agent Fails to Validate
     ("ACL-03", "EX05"),
-    ("EWS-01", "EX06"),  # seed 002
-    ("AUTH-03", None),  # seed 003
+    ("EWS-01", "EX06"),  # the same article
+    ("AUTH-03", None),  # Exchange Server OWA and ECP not working
     ("AUTH-04", None),
 }
 
@@ -51,24 +51,28 @@ def test_seeds_fail_exactly_where_each_article_planted_its_fault(seeds_run):
     assert all(r["outcome"] == "passed" for r in results["rows"] if r["requirement"] == "GRP-01")
 
 
-def test_seed_000_shows_the_chain_and_the_link_to_cut(seeds_run):
+def test_kb_2898571_shows_the_chain_and_the_link_to_cut(seeds_run):
     _, results, _, _ = seeds_run
     acl01 = row(results, "ACL-01", "EX02")
-    assert acl01["severity"] == "critical" and acl01["source"].startswith("KB 2898571")
+    assert (
+        acl01["severity"] == "critical"
+        and acl01["source"].startswith("Error occurs in EMS, EAC, ECP, OWA")
+        and "KB 2898571" in acl01["source"]
+    )
     assert "EX02$ → Server Operators Team → Domain Admins" in acl01["message"]
     assert "(OD;CIID;CR;06386f89-befb-4e48-baa1-559fd9221f78;;" in acl01["message"]
     assert 'Remove-ADGroupMember -Identity "Server Operators Team" -Members "EX02$"' in acl01["fix"]
     assert "restart EX02" in acl01["fix"] and "gpresult /scope computer /r" in acl01["fix"]
 
 
-def test_seed_002_fix_names_the_real_domain_and_group(seeds_run):
+def test_hybrid_agent_fix_names_the_real_domain_and_group(seeds_run):
     _, results, _, _ = seeds_run
     fix = row(results, "ACL-02", "EX05")["fix"]
     assert '-User "LAB\\Exchange Servers"' in fix and "EX05" in fix and "iisreset" in fix
     assert "protected" in row(results, "ACL-02", "EX05")["message"].lower()
 
 
-def test_seed_004_evidence_shows_the_presented_certificate_and_host_names(seeds_run):
+def test_back_end_444_evidence_shows_the_presented_certificate_and_host_names(seeds_run):
     _, results, _, _ = seeds_run
     message = row(results, "BE-02", "EX04")["message"]
     assert "mail.contoso.com" in message and "ex04.lab.contoso.test" in message.lower()

@@ -73,7 +73,10 @@ def test_failing_rows_show_evidence_and_fix_with_real_names(faulty_report):
     extra = row["extras"][0]["content"]
     assert "<b>Evidence</b>" in extra and "<b>Fix</b>" in extra
     assert "ex02.lab.contoso.test" in extra and "netsh http update sslcert ipport=0.0.0.0:444" in extra
-    assert "Source: Exchange 2013 clients cannot connect (seed 004)" in extra
+    article = "https://learn.microsoft.com/en-us/archive/blogs/miguelo/exchange-2013-clients-not-able-to-connect-using-outlook-anywhere"
+    title = "Exchange 2013 Clients not able to connect using Outlook Anywhere"
+    link = f'<a href="{article}" rel="noopener" target="_blank">{title}</a>'
+    assert f"Source: {link} (Mikhael Ortiz, Microsoft Learn blog archive)" in extra
 
 
 def test_failures_open_expanded_and_the_rest_collapsed(faulty_report):

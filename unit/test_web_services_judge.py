@@ -1,4 +1,4 @@
-"""EWS-01: the EWS (Default Web Site) URLs of each Client Access server (seed 002)."""
+"""EWS-01: the EWS (Default Web Site) URLs of each Client Access server (the Hybrid Agent article)."""
 
 from __future__ import annotations
 

@@ -666,7 +666,7 @@ class _Forest:
         connection, name = opened
         return _Source(name, connection, domain.dn, domain.dn)
 
-    def groups(self, computers: Iterable[Principal], seeds: Iterable[str]) -> dict[str, Principal]:
+    def groups(self, computers: Iterable[Principal], well_known: Iterable[str]) -> dict[str, Principal]:
         """Every group (and foreign security principal) that holds a computer or an Exchange group, transitively,
         with the edges that explain a deny as a chain (EX02$ -> Team -> Domain Admins).
 
@@ -680,7 +680,7 @@ class _Forest:
         sources = self._sources(computers)
         found: dict[str, _Found] = {}
         member_terms = {c.dn.lower(): c.dn for c in computers}
-        dn_terms = {dn.lower(): dn for dn in seeds}
+        dn_terms = {dn.lower(): dn for dn in well_known}
         sid_terms = {c.primary_group_sid for c in computers if c.primary_group_sid}
         asked: set[str] = set()
         for level in range(MAX_NESTING):

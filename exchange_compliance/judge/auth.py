@@ -1,4 +1,5 @@
-"""The Auth (OAuth signing) certificate: AUTH-01..04 and the CU6 gate, GATE-02 (seeds 001 and 003).
+"""The Auth (OAuth signing) certificate: AUTH-01..04 and the CU6 gate, GATE-02 (KB 4036163, "You can't access OWA or ECP
+after you install Exchange Server 2016 CU6"; "Exchange Server OWA and ECP not working" on the expired certificate).
 
 The thumbprints come from AD (Directory.auth_config); the certificates themselves from each server's
 LocalMachine\\My (ServerProbe), judged from their DER.
@@ -76,7 +77,8 @@ def _not_found(thumbprint: str, probes: Probes, what: str) -> FactUnavailable:
 
 
 def _restart(servers: Iterable[ExchangeServer]) -> str:
-    """Restart the Service Host and recycle the OWA and ECP pools (seeds 001, 003), on the named servers."""
+    """Restart the Service Host and recycle the OWA and ECP pools (both Auth certificate articles), on the named
+    servers."""
     commands = (
         "Restart-Service MSExchangeServiceHost; Import-Module WebAdministration; "
         "Restart-WebAppPool MSExchangeOWAAppPool; Restart-WebAppPool MSExchangeECPAppPool"
@@ -85,10 +87,11 @@ def _restart(servers: Iterable[ExchangeServer]) -> str:
     return f"Invoke-Command -ComputerName {names} -ScriptBlock {{ {commands} }}" if names else commands
 
 
-def _new_auth_certificate(directory: Directory, seed: str) -> list[str]:
-    # Seed 001 names a domain (contoso.com in the article): the AD domain is used, as derived. Seed 003 creates it
-    # without names, as setup does. Either works: OAuth finds the certificate by thumbprint, never by name.
-    if seed == "001":
+def _new_auth_certificate(directory: Directory, named: bool) -> list[str]:
+    # KB 4036163 names a domain (contoso.com in the article): the AD domain is used, as derived. The expired
+    # certificate article creates it without names, as setup does. Either works: OAuth finds the certificate by
+    # thumbprint, never by name.
+    if named:
         domain_arg = quote(dns_domain_of(directory.domain_dn))
         note = [
             f"# -DomainName is the AD domain ({comment(directory.domain_dn)}); the Auth certificate is found by its "
@@ -108,14 +111,15 @@ def _new_auth_certificate(directory: Directory, seed: str) -> list[str]:
 def create_and_publish_fix(
     directory: Directory,
     *,
-    seed: str = "001",
+    named: bool = True,
     old: str | None = None,
     probes: Probes | None = None,
     hybrid: bool = False,
 ) -> str:
-    """Create a new Auth certificate, make it current now, publish it, restart (seed 001; seed 003 for renewal)."""
+    """Create a new Auth certificate, make it current now, publish it, restart (KB 4036163; for a renewal,
+    `named=False`, as "Exchange Server OWA and ECP not working" does it)."""
     lines = [
-        *_new_auth_certificate(directory, seed),
+        *_new_auth_certificate(directory, named),
         "Set-AuthConfig -NewCertificateThumbprint $cert.Thumbprint -NewCertificateEffectiveDate (Get-Date) -Force",
         "Set-AuthConfig -PublishCertificate",
         "Set-AuthConfig -ClearPreviousCertificate",
@@ -139,7 +143,7 @@ def create_and_publish_fix(
 def copy_certificate_fix(
     thumbprint: str, source: str, targets: Sequence[ExchangeServer], replace: Sequence[str] = (), restart: bool = True
 ) -> str:
-    """Seed 001's workaround: export the certificate with its key from `source`, import it on `targets`; then
+    """KB 4036163's workaround: export the certificate with its key from `source`, import it on `targets`; then
     restart what signs tokens (not needed for a staged next certificate, which the Service Host picks up)."""
     lines = [
         f"# Exchange Management Shell: copy {comment(thumbprint)} from {comment(source)}, which has it with its "
@@ -161,7 +165,7 @@ def copy_certificate_fix(
     lines += [
         *([_restart(targets)] if restart else []),
         f"# If the export fails because the key is not exportable on {comment(source)}, create and publish a new "
-        "Auth certificate instead (seed 001).",
+        "Auth certificate instead (KB 4036163).",
     ]
     return "\n".join(lines)
 
@@ -238,7 +242,7 @@ def auth_certificate_not_expired(directory: Directory, probes: Probes, now: date
     if thumbprint is None:
         return Verdict.failed(
             "The Auth configuration names no current certificate (AUTH-01)",
-            create_and_publish_fix(directory, seed="003", hybrid=hybrid),
+            create_and_publish_fix(directory, named=False, hybrid=hybrid),
         )
     info = _locate(probes, thumbprint)
     if info is None:
@@ -247,12 +251,12 @@ def auth_certificate_not_expired(directory: Directory, probes: Probes, now: date
     summary = f"Current Auth certificate {thumbprint}, subject {info.subject}, NotAfter {format_time(info.not_after)}"
     if info.is_expired(now):
         since = utc(now) - info.not_after
-        fix = create_and_publish_fix(directory, seed="003", old=thumbprint, probes=probes, hybrid=hybrid)
+        fix = create_and_publish_fix(directory, named=False, old=thumbprint, probes=probes, hybrid=hybrid)
         return Verdict.failed(
             f"{summary}: expired {format_age(since)} ago", fix, days_since_expiry=since.days, **details
         )
     if info.is_not_yet_valid(now):
-        fix = create_and_publish_fix(directory, seed="003", old=thumbprint, probes=probes, hybrid=hybrid)
+        fix = create_and_publish_fix(directory, named=False, old=thumbprint, probes=probes, hybrid=hybrid)
         return Verdict.failed(f"{summary}: not valid until {format_time(info.not_before)}", fix, **details)
     return Verdict.passed(f"{summary}: {info.validity(now)}", days_left=info.days_left(now), **details)
 
@@ -269,7 +273,7 @@ def _effective_in_days(left: timedelta) -> int:
 def _stage_fix(directory: Directory, left: timedelta, next_thumbprint: str | None, probes: Probes) -> str:
     days = _effective_in_days(left)
     if days == 0:
-        return create_and_publish_fix(directory, seed="003", old=_current(directory.auth_config), probes=probes)
+        return create_and_publish_fix(directory, named=False, old=_current(directory.auth_config), probes=probes)
     # $cert.Thumbprint is the suite's own text (the certificate created just above); a staged one comes from AD.
     staged = "$cert.Thumbprint" if next_thumbprint is None else argument(next_thumbprint)
     lines = [] if next_thumbprint else _new_auth_certificate(directory, "003")
@@ -291,7 +295,7 @@ def auth_certificate_renewal(
     if config is None or thumbprint is None:
         return Verdict.failed(
             "The Auth configuration names no current certificate (AUTH-01)",
-            create_and_publish_fix(directory, seed="003"),
+            create_and_publish_fix(directory, named=False),
         )
     info = _locate(probes, thumbprint)
     if info is None:

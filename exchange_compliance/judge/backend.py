@@ -1,4 +1,5 @@
-"""The Exchange Back End site on 444 (BE-01..03, seed 004) and expired IIS certificates before a CU (GATE-01).
+"""The Exchange Back End site on 444 (BE-01..03: "Exchange 2013 Clients not able to connect
+using Outlook Anywhere") and expired IIS certificates before a CU (GATE-01).
 
 Front ends proxy every protocol to the mailbox server's FQDN on 444 over TLS and validate the name, so the
 certificate http.sys serves there must name the server. Setup binds a self-signed "Microsoft Exchange"

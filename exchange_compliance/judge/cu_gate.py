@@ -1,4 +1,4 @@
-"""GATE-02: Exchange 2016 CU6 breaks OWA and ECP on a server without the Auth (OAuth) certificate (seed 001).
+"""GATE-02: Exchange 2016 CU6 breaks OWA and ECP on a server without the Auth (OAuth) certificate (KB 4036163).
 
 Only a 2016 server (not Edge) targeted at CU6 is at stake; for it, AUTH-02's verdict decides between a warning
 and a failure. Elsewhere AUTH-02 is not judged at all, so its facts (the server's probe) are not needed.
@@ -24,7 +24,7 @@ def _not_at_stake(server: ExchangeServer, target: Version) -> Verdict | None:
     if server.is_edge:
         # Before the version: whatever build an Edge server runs, the break cannot reach it.
         return Verdict.not_applicable(
-            f"{server.name} is an Edge Transport server: the CU6 missing-OAuth-certificate break (seed 001) is "
+            f"{server.name} is an Edge Transport server: the CU6 missing-OAuth-certificate break (KB 4036163) is "
             "about OWA and ECP, which Edge does not serve"
         )
     current = server.version
@@ -37,7 +37,7 @@ def _not_at_stake(server: ExchangeServer, target: Version) -> Verdict | None:
     if (target.major, target.minor, target.build) != (15, 1, EXCHANGE_2016_CU6.build):
         return Verdict.passed(
             f"current build {current}, target {target}: not Exchange 2016 CU6 ({EXCHANGE_2016_CU6}), so the CU6 "
-            "missing-OAuth-certificate break (seed 001) does not apply",
+            "missing-OAuth-certificate break (KB 4036163) does not apply",
             current=str(current),
             target=str(target),
         )
@@ -62,7 +62,7 @@ def _cu6_verdict(server: ExchangeServer, current: Version, target: Version, auth
     return Verdict(
         met=True,
         evidence=f"WARNING: {builds}: Exchange 2016 CU6 breaks OWA and ECP on any server missing the Auth (OAuth) "
-        f"certificate (seed 001); AUTH-02 passes for {server.name} today, but CU7 ({EXCHANGE_2016_CU7}) fixes it",
+        f"certificate (KB 4036163); AUTH-02 passes for {server.name} today, but CU7 ({EXCHANGE_2016_CU7}) fixes it",
         fix=advice,
         details={**details, "warning": True},
     )

@@ -1,10 +1,10 @@
 """ACL-01's failing row: the denials grouped by the ACE that decided them, then the evidence and the fix.
 
-One deny inherited by every server object (seed 000: Exchange Trusted Subsystem nested into Domain Admins) denies
-each of 200 callers on all 200 objects through the same ACE. Grouping by that ACE keeps the work to one SDDL
-rendering per ACE, one membership chain per trustee and one walk up the ancestors per ACE and container, and the row
-to a few lines ("inherited from the organization container: on all 200 Exchange server objects"); an ACE set on a
-few objects still lists each of them, since those are the objects to edit.
+One deny inherited by every server object (KB 2898571's example: Exchange Trusted Subsystem nested into Domain
+Admins) denies each of 200 callers on all 200 objects through the same ACE. Grouping by that ACE keeps the work to
+one SDDL rendering per ACE, one membership chain per trustee and one walk up the ancestors per ACE and container,
+and the row to a few lines ("inherited from the organization container: on all 200 Exchange server objects"); an
+ACE set on a few objects still lists each of them, since those are the objects to edit.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from .security_descriptor import ACE_TYPES, Ace
 from .verdict import Verdict
 
 # `server` is filled in quoted (powershell.quote); the where-filter is the suite's own text.
-SEED_000_CHECK = (
+KB_2898571_CHECK = (
     'Get-ADPermission -Identity {server} | where {{($_.ExtendedRights -like "ms-Exch-EPI-Token-Serialization") '
     '-and ($_.Deny -like "True")}} | ft -autosize User,ExtendedRights'
 )
@@ -127,7 +127,7 @@ def acl01_failure(
     total = len(directory.servers)
     lines = [
         f"{who} is denied {cn} on {found.count} of {total} Exchange server objects, so {caller.name} cannot proxy "
-        "requests to them (seed 000):"
+        "requests to them (KB 2898571):"
     ]
     records = []
     for ace, targets in found.by_ace.items():
@@ -211,7 +211,7 @@ def _fix(directory: Directory, caller: ExchangeServer, account: Principal, cn: s
     Judgment: the computer's default memberships are Exchange Servers and Exchange Trusted Subsystem, and Exchange
     nests its own groups inside its security-groups container (e.g. Exchange Trusted Subsystem in Exchange Windows
     Permissions). The first link leaving those is the one someone added: for EX02$ -> Server Operators Team ->
-    Domain Admins that is EX02$ in Server Operators Team (removing it touches no one else); for seed 000's
+    Domain Admins that is EX02$ in Server Operators Team (removing it touches no one else); for KB 2898571's
     EX02$ -> Exchange Trusted Subsystem -> Domain Admins it is Exchange Trusted Subsystem in Domain Admins (every
     Exchange server was affected). A deny on a SID every logon carries, or on the account itself, can only be
     removed as an ACE: that is then the fix, not the other way out."""
@@ -248,7 +248,7 @@ def _fix(directory: Directory, caller: ExchangeServer, account: Principal, cn: s
         lines.append("# then confirm:")
     check = found.first
     if check is not None:
-        lines.append(SEED_000_CHECK.format(server=quote(check.name)))
+        lines.append(KB_2898571_CHECK.format(server=quote(check.name)))
     else:
         lines.append("# (only Edge server objects deny it: no back end checks them; nothing to confirm there)")
     return "\n".join([*lines, *dict.fromkeys(alternatives)])

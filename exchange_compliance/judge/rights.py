@@ -192,7 +192,8 @@ def _not_found_why(directory: Directory) -> str:
 
 def exchange_servers_hold_right(directory: Directory, server: ExchangeServer, right_cn: str) -> Verdict:
     """ACL-02 (ms-Exch-EPI-Token-Serialization) / ACL-03 (ms-Exch-EPI-Impersonation): the Exchange Servers group
-    holds the right on this Mailbox/Client Access server's object (seed 002)."""
+    holds the right on this Mailbox/Client Access server's object ("O365 Hybrid Wizard - Hybrid Agent Fails to
+    Validate")."""
     if not (server.is_mailbox or server.is_client_access):
         return Verdict.not_applicable(f"{server.name} has neither the Mailbox nor the Client Access role")
     cn, guid = right_guid(directory, right_cn)

@@ -1,4 +1,5 @@
-"""EWS-01: the EWS (Default Web Site) virtual directory's URLs (seed 002: hybrid needs EWS reachable over https)."""
+"""EWS-01: the EWS (Default Web Site) virtual directory's URLs (hybrid needs EWS reachable over https: "O365 Hybrid
+Wizard - Hybrid Agent Fails to Validate")."""
 
 from __future__ import annotations
 

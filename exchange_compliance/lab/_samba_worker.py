@@ -202,7 +202,7 @@ class Populator:
         self.set_dacl(dn, f"D:{flags}{self.sddl_with_sids(aces)}{rest}")
 
     def protect(self, dn):
-        """Protect the DACL from inheritance and drop the inherited ACEs (ID flag): seed 002."""
+        """Protect the DACL from inheritance and drop the inherited ACEs (ID flag), as in the Hybrid Agent article."""
         current = self.get_sddl(dn)
         dacl = re.search(r"D:([A-Z]*)(\(.*)?$", current)
         flags, rest = dacl.group(1), dacl.group(2) or ""

@@ -136,9 +136,9 @@ class KeyPool:
         self.size = size
         self._keys: dict[str, rsa.RSAPrivateKey] = {}
 
-    def leaf_key(self, bits: int, seed: str) -> rsa.RSAPrivateKey:
-        """A pool key chosen by `seed`, so the same certificate keeps its key from one lab to the next."""
-        return self._key(bits, str(zlib.crc32(seed.encode()) % self.size))
+    def leaf_key(self, bits: int, label: str) -> rsa.RSAPrivateKey:
+        """A pool key chosen by `label`, so the same certificate keeps its key from one lab to the next."""
+        return self._key(bits, str(zlib.crc32(label.encode()) % self.size))
 
     def ca_key(self) -> rsa.RSAPrivateKey:
         # A key of its own: a leaf sharing the CA's key would confuse chain building by key identifier.
@@ -240,7 +240,7 @@ def issue_certificates(
     ca_cert, ca_key = ca.certificate, keys.ca_key()
 
     shared = {
-        spec.name: _issue(spec, now, keys, ca_cert, ca_key, seed=spec.name)
+        spec.name: _issue(spec, now, keys, ca_cert, ca_key, label=spec.name)
         for spec in scenario.certificates.values()
         if not spec.is_template
     }
@@ -249,7 +249,7 @@ def issue_certificates(
     templates = [spec for spec in scenario.certificates.values() if spec.is_template]
     for server in scenario.servers:
         per_server[server.name] = {
-            spec.name: _issue(_instance(spec, server), now, keys, ca_cert, ca_key, seed=f"{server.name}/{spec.name}")
+            spec.name: _issue(_instance(spec, server), now, keys, ca_cert, ca_key, label=f"{server.name}/{spec.name}")
             for spec in templates
         }
         winrm_spec = CertificateSpec(
@@ -260,7 +260,7 @@ def issue_certificates(
             valid_from_days=-1,
             valid_to_days=730,
         )
-        winrm[server.name] = _issue(winrm_spec, now, keys, ca_cert, ca_key, seed=f"{server.name}/winrm")
+        winrm[server.name] = _issue(winrm_spec, now, keys, ca_cert, ca_key, label=f"{server.name}/winrm")
 
     auth = scenario.auth
     auth_names = None if auth.absent else (auth.current, auth.previous, auth.next)
@@ -311,11 +311,11 @@ def _issue(
     keys: KeyPool,
     ca_cert: x509.Certificate,
     ca_key: rsa.RSAPrivateKey,
-    seed: str,
+    label: str,
 ) -> IssuedCertificate:
     if spec.issuer not in ("self", "lab-ca"):
         raise CertificateError(f"certificate {spec.name!r}: issuer must be 'self' or 'lab-ca', not {spec.issuer!r}")
-    key = keys.leaf_key(spec.key_size, seed)
+    key = keys.leaf_key(spec.key_size, label)
     name = parse_subject(spec.subject)
     not_before = _second(now + timedelta(days=spec.valid_from_days))
     not_after = _second(now + timedelta(days=spec.valid_to_days))

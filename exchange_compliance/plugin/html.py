@@ -13,9 +13,11 @@ markup.
 from __future__ import annotations
 
 from html import escape
+from urllib.parse import urlsplit
 
 import pytest
 
+from ..catalog import Source, catalog
 from . import fixplan
 from . import summary as sections
 from .history import streak_text
@@ -147,11 +149,28 @@ def evidence_html(row: Row) -> str:
         parts.append(f"<p>{lead}. Justification: {escape(str(waiver['justification']))}</p>")
     if outcome in ("passed", "not_applicable") and not details.get("warning"):
         # Kept short: there are thousands of these in a large org, and nobody reads them first.
-        parts.append(f"<p>{escape(row.message)} <i>Source: {escape(row.source)}</i></p></div>")
+        parts.append(f"<p>{escape(row.message)} <i>Source: {sources_html(row)}</i></p></div>")
         return "".join(parts)
     label = "Not checked" if outcome == "error" else "Evidence"
     parts.append(f"<p><b>{label}</b></p><pre>{escape(row.message)}</pre>")
     if row.fix:
         parts.append(f'<p class="excomp-fix-title"><b>Fix</b></p><pre class="excomp-fix">{escape(row.fix)}</pre>')
-    parts.append(f"<p><i>Source: {escape(row.source)}</i></p></div>")
+    parts.append(f"<p><i>Source: {sources_html(row)}</i></p></div>")
     return "\n".join(parts)
+
+
+def sources_html(row: Row) -> str:
+    """The row's source articles, each title a link to its public address; the row's text for a requirement the
+    catalog no longer has."""
+    requirement = catalog().get(row.requirement)
+    if requirement is None:
+        return escape(row.source)
+    return "; ".join(_citation(source) for source in requirement.sources)
+
+
+def _citation(source: Source) -> str:
+    title = escape(source.title)
+    if urlsplit(source.url).scheme in ("http", "https"):
+        # A new tab that cannot reach back into the report (window.opener).
+        title = f'<a href="{escape(source.url)}" rel="noopener" target="_blank">{title}</a>'
+    return title + (f" ({escape(source.byline)})" if source.byline else "")

@@ -24,7 +24,7 @@ SIDS = {
     "ES": f"{DOMAIN_SID}-1117",  # Exchange Servers
     "ETS": f"{DOMAIN_SID}-1118",  # Exchange Trusted Subsystem
     "OM": f"{DOMAIN_SID}-1104",  # Organization Management
-    "SOT": f"{DOMAIN_SID}-1200",  # Server Operators Team (seed 000's nesting)
+    "SOT": f"{DOMAIN_SID}-1200",  # Server Operators Team (KB 2898571's nesting)
     "EX02": f"{DOMAIN_SID}-1302",
     # A child domain of the forest (unit/factories.py forest_directory): a domain-local group there.
     "CDL": "S-1-5-21-1111111111-2222222222-3333333333-3001",
