@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .text import grouped, servers_phrase
+
 # msExchCurrentServerRoles bits, as Exchange tests them (EXCHANGE_FACTS.md §1).
 ROLE_BITS = {
     "Cafe": 1,
@@ -296,13 +298,28 @@ class Handshake:
     tls_version: str | None = None
 
 
+# What collected an Unavailable fact, as the output names it.
+SOURCE_LABELS = {"winrm": "WinRM", "tls": "TLS (444)"}
+
+
 @dataclass(frozen=True)
 class Unavailable:
-    """A fact that could not be collected, and why; it turns the rows that need it into errors."""
+    """A fact that could not be collected, and why; it turns the rows that need it into errors.
+
+    `reason` does not name the server (`server` does): the same failure on 200 servers reads as one reason."""
 
     source: str
     server: str
     reason: str
+
+    @property
+    def label(self) -> str:
+        return SOURCE_LABELS.get(self.source, self.source)
+
+    @property
+    def text(self) -> str:
+        """`WinRM on EX05: connection refused`."""
+        return f"{self.label} on {self.server}: {self.reason}"
 
 
 class InvalidFact(ValueError):
@@ -364,12 +381,29 @@ class OrgFacts:
                 found.setdefault(fact.server, []).append(fact)
         return {server: tuple(found[server]) for server in sorted(found)}
 
-    def unreachable_text(self) -> str:
-        """EX05 (winrm: connection refused, tls: ...); ...: each unreachable server and why."""
-        return "; ".join(
-            f"{server} ({', '.join(f'{u.source}: {u.reason}' for u in why)})"
-            for server, why in self.unreachable().items()
-        )
+    def unreachable_groups(self) -> list[tuple[str, list[str]]]:
+        """("WinRM: <reason>", [servers]) for each way a probe or handshake failed, said by most servers first."""
+        facts = (*self.probes.values(), *self.handshakes.values())
+        return grouped((f"{u.label}: {u.reason}", u.server) for u in facts if isinstance(u, Unavailable))
+
+    def unreachable_text(self, limit: int | None = None) -> str:
+        """`WinRM on all 200 servers (EX001, EX002, EX003 and 197 more): the credentials were rejected ...; TLS (444)
+        on EX05: connection refused`: each way servers failed, once, with how many; the first `limit` ways."""
+        groups = self.unreachable_groups()
+        total = len(self.checked)
+        parts = [_on_servers(reason, servers, total) for reason, servers in groups[:limit]]
+        if limit is not None and len(groups) > limit:
+            parts.append(f"and {len(groups) - limit} more reasons")
+        return "; ".join(parts)
+
+    def same_failure_everywhere(self) -> str | None:
+        """`WinRM on all 200 servers (...): <reason>` when every checked server failed one collector the same way,
+        which points at the configuration (credentials, the CA file, a port) rather than at the servers."""
+        total = len(self.checked)
+        for reason, servers in self.unreachable_groups():
+            if total > 1 and len(servers) == total:
+                return _on_servers(reason, servers, total)
+        return None
 
     def nothing_checked(self) -> str | None:
         """Why not one Exchange server is checked, or None. A run that checked none proves nothing: it is not a pass
@@ -397,8 +431,17 @@ class OrgFacts:
 
     def no_server_answered(self) -> str | None:
         """Why the org could not be checked although the directory answered: not one checked server did (the audit
-        host is cut off; the run exits 6). None when a checked server answered, or none is checked."""
+        host is cut off; the run exits 6). None when a checked server answered, or none is checked. Bounded: it is
+        the verdict line's reason, whatever the org's size."""
         servers = self.checked_servers()
         if not servers or any(isinstance(self.probes.get(s.name), ServerProbe) for s in servers):
             return None
-        return f"no checked Exchange server answered: {self.unreachable_text()}"
+        everywhere = self.same_failure_everywhere()
+        if everywhere is not None:
+            return f"no checked Exchange server answered, all the same way (check the org config): {everywhere}"
+        return f"no checked Exchange server answered: {self.unreachable_text(limit=2)}"
+
+
+def _on_servers(reason: str, servers: list[str], total: int) -> str:
+    label, _, why = reason.partition(": ")
+    return f"{label} on {servers_phrase(servers, total)}: {why}"

@@ -57,7 +57,7 @@ def test_no_server_answering_is_exit_6_with_a_report(suite):
     assert run.ret == 6
     assert "NOT CHECKED: the org could not be checked: no checked Exchange server answered" in last_line(run)
     html = (run.reports / "latest.html").read_text()
-    assert "EX01 (winrm: connection refused on 5986, tls: connection refused on 444)" in html
+    assert "WinRM on all 3 servers (EX01, EX02, EDGE1): connection refused on 5986" in html
     assert json.loads((run.reports / "latest.json").read_text())["verdict"]["status"] == "unreachable"
 
 

@@ -40,7 +40,7 @@ def test_summary_says_what_where_and_when(faulty_report):
     for text in ("contoso-unit (Exchange organization Contoso)", "took ", "collected 2025-06-01 12:00:00 UTC"):
         assert text in facts
     assert f"5: EX01, EX02, EX03, EX04{ESCAPED}, EDGE1" in facts
-    assert "EX01 (winrm: connection refused on 5986, tls: connection refused on 444)" in facts
+    assert "WinRM on EX01: connection refused on 5986; TLS (444) on EX01: connection refused on 444" in facts
     assert re.search(r'<p id="counts">\d+ failed, \d+ error, 1 waived, \d+ passed, \d+ not applicable', html)
 
 

@@ -303,5 +303,32 @@ def test_which_servers_are_unreachable_has_one_answer():
     )
     assert document["unreachable"] == ["EX01", "EX03"]
     assert facts.unreachable_text() == (
-        "EX01 (tls: timed out); EX03 (winrm: connection refused on 5986, tls: connection refused on 444)"
+        "WinRM on EX03: connection refused on 5986; TLS (444) on EX01: timed out; "
+        "TLS (444) on EX03: connection refused on 444"
+    )
+    assert facts.same_failure_everywhere() is None and facts.no_server_answered() is None
+
+
+def test_one_failure_on_every_server_is_said_once_as_the_configs():
+    reason = "the credentials were rejected (HTTP 401, ntlm): check [winrm] user_env and password_env"
+    facts = build_org(999)
+    names = facts.checked  # EX01..EX999 and EDGE1
+    facts = replace(facts, probes={name: Unavailable("winrm", name, reason) for name in names})
+    everywhere = f"WinRM on all 1000 servers (EX01, EX02, EX03 and 997 more): {reason}"
+    assert facts.same_failure_everywhere() == everywhere
+    assert facts.unreachable_text() == everywhere
+    assert facts.no_server_answered() == (
+        f"no checked Exchange server answered, all the same way (check the org config): {everywhere}"
+    )
+    assert len(facts.no_server_answered()) < 300
+
+
+def test_many_different_failures_keep_the_reason_short():
+    facts = build_org(500)
+    unreachable = {name: Unavailable("winrm", name, f"odd failure #{i}") for i, name in enumerate(facts.checked)}
+    facts = replace(facts, probes=unreachable)
+    said = facts.no_server_answered()
+    assert said == (
+        "no checked Exchange server answered: WinRM on EX01: odd failure #0; WinRM on EX02: odd failure #1; "
+        "and 499 more reasons"
     )

@@ -86,11 +86,7 @@ def collect_org(config: OrgConfig, progress: Progress = lambda _message: None) -
         include=config.include,
         exclude=config.exclude,
     )
-    failed = facts.unreachable()
-    progress(
-        f"servers: probed {len(checked)} in {time.monotonic() - started:.1f}s"
-        + (f"; unreachable or failing: {', '.join(failed)}" if failed else "")
-    )
+    progress(f"servers: probed {len(checked)} in {time.monotonic() - started:.1f}s{_failures(facts)}")
     return facts
 
 
@@ -99,6 +95,15 @@ def _forest_note(directory: Directory) -> str:
     catalog = directory.global_catalog or f"none ({directory.global_catalog_unavailable})"
     unread = [f"{d.netbios_name or d.dns_name} not read ({d.unavailable})" for d in directory.domains if d.unavailable]
     return "".join(f", {part}" for part in [f"global catalog {catalog}", *unread])
+
+
+def _failures(facts: OrgFacts) -> str:
+    """What the progress line adds about servers that could not be read: a failure common to every server first,
+    since that is the org config's (a password, a CA file, a port), not the servers'."""
+    everywhere = facts.same_failure_everywhere()
+    if everywhere is not None:
+        return f"; every server failed the same way, so check the org config first: {everywhere}"
+    return f"; could not read: {facts.unreachable_text(limit=3)}" if facts.unreachable() else ""
 
 
 def collect_servers(

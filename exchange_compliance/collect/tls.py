@@ -37,8 +37,8 @@ def fetch_certificate(host: str, address: str, timeout: float, port: int = BACKE
             der = tls.getpeercert(binary_form=True)
             version = tls.version()
     except (OSError, ssl.SSLError) as exc:
-        where = host if address == host else f"{host} ({address})"
-        raise HandshakeFailed(f"TLS to {where}:{port} failed: {exc}") from None
+        # Not the host nor its address: the row names the server, and one reason on many servers is said once.
+        raise HandshakeFailed(f"the handshake failed: {exc.strerror or exc or type(exc).__name__}") from None
     if not der:
-        raise HandshakeFailed(f"TLS to {host}:{port}: the server presented no certificate")
+        raise HandshakeFailed("the server presented no certificate")
     return Handshake(host=host, address=address, port=port, der=der, tls_version=version)

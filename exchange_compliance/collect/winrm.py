@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import requests
 import requests.adapters
-from winrm.exceptions import WinRMError, WinRMOperationTimeoutError, WinRMTransportError
+from winrm.exceptions import InvalidCredentialsError, WinRMError, WinRMOperationTimeoutError, WinRMTransportError
 from winrm.protocol import Protocol
 from winrm.transport import HAVE_CREDSSP, HAVE_KERBEROS
 
@@ -128,11 +128,12 @@ def run_probe(
     `deadline` (time.monotonic()) bounds the whole probe; default: [collection] server_timeout_seconds from now.
     """
     command, arguments = probe_command()
-    address = config.address_of(host)
-    where = f"{host}:{config.winrm.port}" if address == host else f"{host} ({address}:{config.winrm.port})"
+    port = config.winrm.port
     if deadline is None:
         deadline = time.monotonic() + config.server_timeout_seconds
     bound: _Deadline | None = None
+    # The reasons name neither the host nor its address: the row names the server, and the same failure on every
+    # server (a wrong password, an untrusted CA) is then said once, for all of them.
     try:
         protocol = open_protocol(host, config, credentials)
         bound = _Deadline(protocol, config, deadline)
@@ -145,17 +146,19 @@ def run_probe(
                 bound.cleanup(protocol.cleanup_command, shell, command_id)
         finally:
             bound.cleanup(protocol.close_shell, shell)
+    except InvalidCredentialsError as exc:  # pywinrm's word for an HTTP 401, and for a user or password missing
+        raise ProbeFailed(rejected(config) if "rejected" in str(exc) else f"{exc} (port {port})") from None
     except WinRMTransportError as exc:
-        raise ProbeFailed(f"WinRM to {where}: HTTP {exc.code}: {_first_line(exc.response_text)}") from None
+        raise ProbeFailed(f"HTTP {exc.code} on port {port}: {_first_line(exc.response_text)}") from None
     except (WinRMError, requests.RequestException, OSError) as exc:
         if bound is not None and bound.passed():
             raise bound.failure() from None  # the read timeout was cut to the deadline: say which one struck
         if kerberos.minor_code(exc) is not None:  # pywinrm's Kerberos: no ticket for HTTP/<host>, a skew, ...
-            raise ProbeFailed(f"WinRM to {where}: {kerberos.describe(exc, f'HTTP/{host}')}") from None
-        raise ProbeFailed(f"WinRM to {where}: {network_reason(exc)}") from None
+            raise ProbeFailed(kerberos.describe(exc, "HTTP/<the server's FQDN>")) from None
+        raise ProbeFailed(f"{network_reason(exc)} (port {port})") from None
     if exit_code != 0:
         message = _first_line(stderr.decode("utf-8", errors="replace")) or f"exit code {exit_code}"
-        raise ProbeFailed(f"the probe failed on {host}: {message}")
+        raise ProbeFailed(f"the probe failed: {message}")
     try:
         return parse_probe_output(stdout)
     except ProbeError as exc:
@@ -175,6 +178,17 @@ def _output(bound: _Deadline, shell: str, command_id: str) -> tuple[bytes, bytes
         stderr.append(err)
         if done:
             return b"".join(stdout), b"".join(stderr), exit_code
+
+
+def rejected(config: OrgConfig) -> str:
+    """The reason of a server that refused the run's account (HTTP 401), with where to look."""
+    winrm = config.winrm
+    if winrm.transport == "kerberos":
+        return "the server refused the Kerberos ticket (HTTP 401): check that the audit account may log on to it"
+    return (
+        f"the credentials were rejected (HTTP 401, {winrm.transport}): check the account and password that "
+        f"[winrm] user_env and password_env name ({winrm.user_env}, {winrm.password_env})"
+    )
 
 
 def timed_out(seconds: float) -> str:

@@ -35,11 +35,18 @@ class Verdict:
 
 
 class FactUnavailable(Exception):
-    """A fact a judge needs could not be collected (server unreachable, probe failed): the row is an error."""
+    """A fact a judge needs could not be collected (server unreachable, probe failed): the row is an error.
+
+    `fact` is the Unavailable it stands for, when there is one: the same reason on many servers is then said once.
+    """
+
+    def __init__(self, message: str, fact: Unavailable | None = None) -> None:
+        super().__init__(message)
+        self.fact = fact
 
 
 def available(fact: T | Unavailable) -> T:
     """The fact itself, or FactUnavailable saying what could not be collected and why (the row is an error)."""
     if isinstance(fact, Unavailable):
-        raise FactUnavailable(f"{fact.server}: {fact.reason}")
+        raise FactUnavailable(fact.text, fact)
     return fact
