@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from ..facts import AuthConfig, Directory, ExchangeServer, ServerProbe, Unavailable
 from ..names import dns_domain_of, normalize_thumbprint
+from ..text import name_list
 from .certificates import (
     CertificateInfo,
     find_in_store,
@@ -66,7 +67,7 @@ def _locate(probes: Probes, thumbprint: str) -> CertificateInfo | None:
 
 def _not_found(thumbprint: str, probes: Probes, what: str) -> FactUnavailable:
     unknown = sorted((name for name, probe in probes.items() if isinstance(probe, Unavailable)), key=str.lower)
-    probed = f"; not probed: {', '.join(unknown)}" if unknown else ""
+    probed = f"; not probed: {name_list(unknown, 5)}" if unknown else ""
     return FactUnavailable(
         f"the {what} Auth certificate {thumbprint} is in no probed server's LocalMachine\\My, so its dates cannot "
         f"be read (AUTH-02 reports the servers that lack it){probed}"
@@ -219,9 +220,9 @@ def auth_certificate_on_server(
     state = "without its private key" if own is not None else "absent"
     evidence = (
         f"Looked for the current Auth certificate {thumbprint} in {server.name}'s LocalMachine\\My: {state}. "
-        f"Other servers with it and its private key: {', '.join(with_key) or 'none'}"
-        + (f"; with it but no private key: {', '.join(without_key)}" if without_key else "")
-        + (f"; not probed: {', '.join(unknown)}" if unknown else "")
+        f"Other servers with it and its private key: {name_list(with_key, 5) or 'none'}"
+        + (f"; with it but no private key: {name_list(without_key, 5)}" if without_key else "")
+        + (f"; not probed: {name_list(unknown, 5)}" if unknown else "")
     )
     if with_key:
         fix = copy_certificate_fix(thumbprint, with_key[0], [server], replace=[server.name] if own else [])

@@ -28,8 +28,10 @@ from . import html, results, waivers
 from .options import add_options
 from .reports import ToolOutputs
 from .run import RUN, ComplianceRun
+from .terminal import failure_text, headline
 
 VERDICT = pytest.StashKey[Verdict]()
+DEFAULT_REPORTCHARS = "fE"  # pytest's default for -r
 
 
 def requirement(requirement_id: str) -> pytest.MarkDecorator:
@@ -51,6 +53,12 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     config.stash[RUN] = run
     config.pluginmanager.register(run, "exchange-compliance-run")
+    if config.option.reportchars == DEFAULT_REPORTCHARS:
+        # pytest's short summary would name every failure again, by test function: the failures are said above in
+        # the report's words and the verdict line names what blocks. `-r` given on the command line still counts.
+        config.option.reportchars = "N"
+    if run.listing:
+        return  # --collect-only: no verdict, no report (latest.html and latest.xml stay the last run's)
     # Before pytest-html's and junitxml's own pytest_configure, which read these: the report and the JUnit XML are
     # written with no extra flags, into a private directory, then published as reports/<org>/latest.html and .xml.
     if run.is_controller:
@@ -59,12 +67,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
-    # The terminal counts waived and not-applicable rows in the suite's words, not as xfailed / skipped.
+    # The terminal counts rows in the suite's words. A row that could not be checked is not listed under FAILURES
+    # one by one: the run says each reason once, for all the servers that gave it (terminal.not_checked_lines).
     row = results.row_of(report)
     if row is not None and row.outcome == "waived":
         return "waived", "w", "WAIVED"
     if row is not None and row.outcome == "not_applicable":
         return "not applicable", "n", "N/A"
+    if row is not None and row.outcome == "error" and report.failed and not row.details.get("exception"):
+        return "not checked", "!", "NOT CHECKED"
     return None
 
 
@@ -101,28 +112,65 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("server", servers, ids=[s.name for s in servers])
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
-    report = yield
-    marker = item.get_closest_marker("requirement")
-    if marker is not None and (report.when == "call" or report.outcome != "passed"):
-        server = item.callspec.params.get("server") if hasattr(item, "callspec") else None
-        row = results.from_test(marker.args[0], server, report, call, item.stash.get(VERDICT, None))
-        run = item.config.stash.get(RUN, None)
-        if run is not None:
-            row = waivers.apply(row, run.options.waivers, run.today)
-        if row.outcome == "waived":
-            # A known, acknowledged finding: pytest counts it as an expected failure, so it fails nothing.
-            waiver: dict = row.details["waiver"]  # type: ignore[assignment]
-            report.outcome = "skipped"
-            report.wasxfail = f"waived until {waiver['expires']}: {waiver['justification']}"  # type: ignore[attr-defined]
-        # As a dict: xdist carries user_properties from the workers to the controller.
-        report.user_properties.append((results.ROW_KEY, row.as_dict()))
-        # On the item, not this report: junitxml takes a test case's properties from its last report.
-        for name in ("requirement", "title", "server", "severity", "outcome"):
-            item.user_properties.append((name, getattr(row, name) or ""))
-        html.add_evidence(report, row)
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport | None:
+    """A requirement's report, made here with its row: no traceback for a verdict or an unavailable fact, so the
+    error path costs what the pass path does. None leaves the report to pytest (a check that broke)."""
+    requirement_id = _marked(item)
+    if requirement_id is None:
+        return None
+    server = _server_of(item)
+    found = catalog()[requirement_id]
+    title = headline(requirement_id, server.name if server else None, found.severity, found.title)
+    report = results.plain_report(item, call, item.stash.get(VERDICT, None), title)
+    if report is not None and (report.when == "call" or report.outcome != "passed"):
+        _record_row(item, report, call, requirement_id, server)
     return report
+
+
+@pytest.hookimpl(wrapper=True, specname="pytest_runtest_makereport")
+def _row_of_a_report_pytest_made(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    report = yield
+    requirement_id = _marked(item)
+    needs_row = report.when == "call" or report.outcome != "passed"
+    if requirement_id is not None and needs_row and results.row_of(report) is None:
+        _record_row(item, report, call, requirement_id, _server_of(item))
+    return report
+
+
+def _marked(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("requirement")
+    return marker.args[0] if marker is not None else None
+
+
+def _server_of(item: pytest.Item) -> ExchangeServer | None:
+    return item.callspec.params.get("server") if hasattr(item, "callspec") else None
+
+
+def _record_row(
+    item: pytest.Item,
+    report: pytest.TestReport,
+    call: pytest.CallInfo,
+    requirement_id: str,
+    server: ExchangeServer | None,
+) -> None:
+    row = results.from_test(requirement_id, server, report, call, item.stash.get(VERDICT, None))
+    run = item.config.stash.get(RUN, None)
+    if run is not None:
+        row = waivers.apply(row, run.options.waivers, run.today)
+    if row.outcome == "waived":
+        # A known, acknowledged finding: pytest counts it as an expected failure, so it fails nothing.
+        waiver: dict = row.details["waiver"]  # type: ignore[assignment]
+        report.outcome = "skipped"
+        report.wasxfail = f"waived until {waiver['expires']}: {waiver['justification']}"  # type: ignore[attr-defined]
+    if results.is_verdict(call, item.stash.get(VERDICT, None)) and report.when == "call":
+        report.longrepr = failure_text(row)  # in the report's words, for the terminal and JUnit alike
+    # As a dict: xdist carries user_properties from the workers to the controller.
+    report.user_properties.append((results.ROW_KEY, row.as_dict()))
+    # On the item, not this report: junitxml takes a test case's properties from its last report.
+    for name in ("requirement", "title", "server", "severity", "outcome"):
+        item.user_properties.append((name, getattr(row, name) or ""))
+    html.add_evidence(report, row)
 
 
 # --- fixtures: the org's facts -------------------------------------------------------------------------------

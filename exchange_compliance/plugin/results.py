@@ -135,6 +135,8 @@ def from_test(
         error = call.excinfo.value if call.excinfo is not None else None
         if isinstance(error, FactUnavailable):
             message = f"could not be checked: {error}"
+            if error.fact is not None:  # what the terminal groups by: one reason, said once for all its servers
+                details = {"unavailable": {"label": error.fact.label, "reason": error.fact.reason}}
         elif error is not None:
             message = f"the check itself failed ({type(error).__name__}): {error}"
             details = {"exception": type(error).__name__}  # a suite bug: the report keeps its traceback
@@ -150,6 +152,57 @@ def from_test(
         fix=fix,
         source=requirement.source,
         details=dict(details),
+    )
+
+
+def is_verdict(call: pytest.CallInfo, verdict: Verdict | None) -> bool:
+    """Whether the call ended in a verdict: the assertion of a failed one, or a fact that could not be collected.
+    Anything else that raised is the check itself breaking, a suite bug."""
+    error = call.excinfo
+    if error is None:
+        return False
+    failed = verdict is not None and not verdict.met and error.errisinstance(AssertionError)
+    return failed or error.errisinstance(FactUnavailable)
+
+
+def plain_report(
+    item: pytest.Item, call: pytest.CallInfo, verdict: Verdict | None, headline: str
+) -> pytest.TestReport | None:
+    """A requirement test's report, made without a traceback: what pytest's TestReport.from_item_and_call makes,
+    but for a failed verdict or an unavailable fact the row says it all (the caller sets `longrepr` to the row's
+    text), and a traceback of the test's frame, formatted with every fixture's repr, would cost more than the
+    judging (a 200-server Directory per row). None when pytest should make the report: a check that broke (its
+    traceback is how a suite bug is found) and any failure outside the call.
+
+    `headline` takes the place of the test's name where pytest heads a failure (`ACL-01 on EX02 (critical): ...`).
+    """
+    excinfo = call.excinfo
+    longrepr: tuple[str, int, str] | str | None = None
+    path, line, _ = item.location
+    if excinfo is None:
+        outcome = "passed"
+    elif call.when != "call":
+        return None
+    elif excinfo.errisinstance(pytest.skip.Exception):
+        outcome = "skipped"
+        longrepr = (str(item.path), (line or 0) + 1, f"Skipped: {excinfo.value}")
+    elif is_verdict(call, verdict):
+        outcome = "failed"
+        longrepr = ""
+    else:
+        return None
+    return pytest.TestReport(
+        item.nodeid,
+        (path, line, headline),
+        dict.fromkeys(item.keywords, 1),
+        outcome,  # type: ignore[arg-type]
+        longrepr,
+        call.when,  # type: ignore[arg-type]
+        [(f"Captured {key} {when}", content) for when, key, content in getattr(item, "_report_sections", ())],
+        call.duration,
+        call.start,
+        call.stop,
+        user_properties=item.user_properties,
     )
 
 
