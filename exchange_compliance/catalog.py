@@ -42,7 +42,8 @@ class Requirement:
     applies_to: str
     description: str
     sources: tuple[Source, ...]
-    gate: bool = False
+    gate: bool = False  # a CU gate requirement: it blocks at any severity in a gate run
+    needs_target: bool = False  # judged only in a CU gate run: it is about the target version (--target-version)
 
     @property
     def source(self) -> str:

@@ -8,6 +8,7 @@ PowerShell (judge/powershell.py).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 
 # How many names a list shows before "and N more": enough to recognise a pattern, short enough for one line.
@@ -45,6 +46,11 @@ def name_list(names: Sequence[str], shown: int = SHOWN_NAMES) -> str:
     """`EX01, EX02, EX03 and 197 more`: the first `shown` names, and how many more."""
     head = ", ".join(names[:shown])
     return f"{head} and {len(names) - shown} more" if len(names) > shown else head
+
+
+def natural(name: str) -> tuple:
+    """A sort key that puts EX9 before EX10."""
+    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name))
 
 
 def servers_phrase(servers: Sequence[str], total: int) -> str:

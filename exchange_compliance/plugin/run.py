@@ -19,17 +19,26 @@ from pathlib import Path
 
 import pytest
 
+from ..catalog import catalog
 from ..config import REPORTS_KEEP
 from ..facts import OrgFacts
 from . import coverage, evidence, history, metrics, notify, reports, terminal, waivers, workers
 from .options import RunOptions, read_options
 from .results import Row, row_of, set_row, sort_key
-from .run_verdict import JudgedRun, exit_status, judge_rows
+from .run_verdict import JudgedRun, exit_status, fit, judge_rows
 
 
 class ComplianceRun:
-    def __init__(self, options: RunOptions, replayed: OrgFacts | None, handoff: workers.Handoff | None) -> None:
+    def __init__(
+        self,
+        options: RunOptions,
+        replayed: OrgFacts | None,
+        handoff: workers.Handoff | None,
+        listing: bool = False,
+    ) -> None:
         self.options = options
+        # --collect-only: the tests are listed, nothing is judged, no server is contacted, nothing is written
+        self.listing = listing
         self.replayed = replayed  # --org-snapshot's facts, read with the options
         self.handoff = handoff  # on an xdist worker, what the controller sent
         self.started = datetime.now(UTC)
@@ -54,13 +63,15 @@ class ComplianceRun:
             return None
         options, replayed = found
         handoff = workers.received(config)
+        listing = bool(config.option.collectonly)
         if handoff is None:
             coverage.check_whole_directories(config)  # before anything is written
             try:
-                reports.check_writable(options.report_dir)
+                if not listing:
+                    reports.check_writable(options.report_dir)
             except reports.ReportsError as exc:
                 raise pytest.UsageError(str(exc)) from None
-        return cls(options, replayed, handoff)
+        return cls(options, replayed, handoff, listing)
 
     @property
     def is_controller(self) -> bool:
@@ -91,16 +102,18 @@ class ComplianceRun:
             self.loaded = evidence.load_on_worker(self.handoff, self.replayed)
             return
         config = session.config
-        passed_over: list[str] = []
-        self.history = history.read(self.options.report_dir, self.options.org_name, self.stamp, passed_over)
-        for line in passed_over:
-            terminal.say(config, line, yellow=True)
+        if not self.listing:
+            passed_over: list[str] = []
+            self.history = history.read(self.options.report_dir, self.options.org_name, self.stamp, passed_over)
+            for line in passed_over:
+                terminal.say(config, line, yellow=True)
         self.loaded = evidence.load(
             self.options,
             self.replayed,
             self.stamp,
             say=lambda message: terminal.say(config, message),
             warn=lambda message: terminal.say(config, message, red=True),
+            listing=self.listing,
         )
 
     @pytest.hookimpl(optionalhook=True)
@@ -131,7 +144,11 @@ class ComplianceRun:
             return self._judged
         options, facts = self.options, self.facts
         unreachable = self.not_checked or (facts.no_server_answered() if facts is not None else None)
-        verdict = judge_rows(self.rows, options.fail_on, options.target is not None, self.broken, unreachable)
+        gate = options.target is not None
+        expected = expected_rows(facts, gate) if facts is not None else None
+        servers = len(facts.checked) if facts is not None else 0
+        reasons = dict(facts.unreachable_groups()) if facts is not None else {}
+        verdict = judge_rows(self.rows, options.fail_on, gate, self.broken, unreachable, expected, servers, reasons)
         self._judged = JudgedRun(
             org_name=options.org_name,
             display_name=self.loaded.display_name,
@@ -142,7 +159,7 @@ class ComplianceRun:
             source=options.snapshot_path,
             rows=sorted(self.rows, key=sort_key),
             verdict=verdict,
-            line=f"{options.org_name}: {verdict.line(options.target)}",
+            line=fit(f"{options.org_name}: {verdict.line(options.target)}"),
             waivers=waivers.status(options.waivers, self.rows, self.today),
             changes=history.compare(previous, self.rows) if (previous := self.history.previous) and facts else None,
             fix_plan=options.report_dir / f"{self.stamp}-fixes.ps1" if facts else None,
@@ -156,7 +173,7 @@ class ComplianceRun:
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
         yield
-        if not self.is_controller:
+        if not self.is_controller or self.listing:
             return
         judged = self.finish()
         try:
@@ -177,6 +194,12 @@ class ComplianceRun:
         if not self.is_controller or self.results_path is None:
             return
         facts = self.facts
+        reasons = dict(facts.unreachable_groups()) if facts is not None else {}
+        unchecked = terminal.not_checked_lines(self.rows, len(facts.checked) if facts is not None else 0, reasons)
+        if unchecked:
+            terminalreporter.write_sep("=", "NOT CHECKED", yellow=True)  # type: ignore[attr-defined]
+            for line in unchecked:
+                terminalreporter.write_line(line)  # type: ignore[attr-defined]
         unreachable_servers = list(facts.unreachable()) if facts is not None else []
         line = terminal.counts_line(self.options.org_name, self.rows, unreachable_servers, bool(self.not_checked))
         terminalreporter.write_sep("-", terminal.PREFIX + line)  # type: ignore[attr-defined]
@@ -207,6 +230,14 @@ class ComplianceRun:
             say=lambda line: terminal.say(config, line),
             warn=lambda line: terminal.say(config, line, yellow=True),
         )
+
+
+def expected_rows(facts: OrgFacts, gate: bool) -> int:
+    """How many rows a run of every requirement gives: one per checked server for a server-scoped requirement, one
+    for an org-wide one; a requirement about a CU target only in a gate run. Fewer rows judged is a partial run."""
+    servers = len(facts.checked_servers())
+    wanted = [r for r in catalog().values() if gate or not r.needs_target]
+    return sum(servers if r.scope == "server" else 1 for r in wanted)
 
 
 RUN = pytest.StashKey[ComplianceRun]()
