@@ -40,9 +40,11 @@ def select_servers(servers: tuple[ExchangeServer, ...], config: OrgConfig) -> tu
     )
 
 
-def collect_org(config: OrgConfig, progress: Progress = lambda _message: None) -> OrgFacts:
+def collect_org(config: OrgConfig, progress: Progress = lambda _message: None, *, servers: bool = True) -> OrgFacts:
     """Read the org. Raises ConfigError (missing secret, unusable keytab, missing transport package), KerberosFailed
-    (the KDC refused the run's ticket) or DirectoryUnreachable / DirectoryError before touching any server."""
+    (the KDC refused the run's ticket) or DirectoryUnreachable / DirectoryError before touching any server.
+    `servers=False` reads the directory alone (which servers there are) and contacts no server: no probe and no
+    handshake is in the facts."""
     directory_credentials = config.directory_credentials()
     winrm_credentials = config.winrm_credentials()
     check_transport(config)
@@ -71,10 +73,11 @@ def collect_org(config: OrgConfig, progress: Progress = lambda _message: None) -
     skipped = f" ({'; '.join(bound.skipped)} skipped)" if bound.skipped else ""
     progress(
         f"directory: {bound.controller}{skipped}: org {directory.org_name!r}, {len(directory.servers)} servers, "
-        f"{searches} in {time.monotonic() - started:.1f}s{_forest_note(directory)}; probing {len(checked)} servers"
+        f"{searches} in {time.monotonic() - started:.1f}s{_forest_note(directory)}; "
+        + (f"probing {len(checked)} servers" if servers else f"{len(checked)} to check, none contacted")
     )
     started = time.monotonic()
-    probes, handshakes = collect_servers(checked, config, winrm_credentials)
+    probes, handshakes = collect_servers(checked, config, winrm_credentials) if servers else ({}, {})
     facts = OrgFacts(
         org=config.name,
         collected_at=datetime.now(UTC),
@@ -86,7 +89,8 @@ def collect_org(config: OrgConfig, progress: Progress = lambda _message: None) -
         include=config.include,
         exclude=config.exclude,
     )
-    progress(f"servers: probed {len(checked)} in {time.monotonic() - started:.1f}s{_failures(facts)}")
+    if servers:
+        progress(f"servers: probed {len(checked)} in {time.monotonic() - started:.1f}s{_failures(facts)}")
     return facts
 
 

@@ -41,9 +41,13 @@ def load(
     stamp: str,
     say: Callable[[str], None],
     warn: Callable[[str], None],
+    listing: bool = False,
 ) -> LoadedFacts:
     """On the controller: the facts (--org-snapshot's, read with the options, or collected live), written as the
-    run's evidence file. A config, evidence or reports directory error is a usage error (exit 4)."""
+    run's evidence file. A config, evidence or reports directory error is a usage error (exit 4).
+
+    `listing` (--collect-only): the tests are parametrized by server, so the directory is read for the servers'
+    names, but no server is contacted and nothing is written."""
     display_name = keep = notify = None
     insecure: tuple[str, ...] = ()
     try:
@@ -55,7 +59,9 @@ def load(
             insecure = org_config.insecure_settings()
             for line in insecure:
                 warn(f"warning: {line}")
-            facts = collect_org(org_config, say)
+            facts = collect_org(org_config, say, servers=False) if listing else collect_org(org_config, say)
+        if listing:
+            return LoadedFacts(facts, None, display_name, keep)
         with writing(options.report_dir):
             text = snapshot.dumps(facts)
             evidence = publish(options.report_dir / f"{stamp}-facts.json", text)
