@@ -23,7 +23,8 @@ import pytest
 from exchange_compliance import snapshot
 from exchange_compliance.facts import ExchangeServer, Handshake, JudgingSettings, OrgFacts, Unavailable, Version
 
-pytest_plugins = ["pytester"]
+# pytest-benchmark and hypothesis are kept out of tests_env runs (pyproject.toml's addopts): loaded here, by module.
+pytest_plugins = ["pytester", "pytest_benchmark.plugin", "_hypothesis_pytestplugin"]
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS_ENV = REPO / "tests_env"
@@ -48,9 +49,11 @@ def build_org(
     org: str = ORG,
     version: str = "15.1.2507.6",
     rename: bool | str = False,
+    group: str = f"Server Operators {MARKUP}",
 ) -> OrgFacts:
     """EX01..EXn (Mailbox + Client Access, Exchange `version`) and EDGE1, healthy but for `faults`;
-    `rename` gives the last EXn a name with markup in it, or the name it is (its host name stays)."""
+    `rename` gives the last EXn a name with markup in it, or the name it is (its host name stays); `group` names
+    the group that nested-admins nests the computer into Domain Admins through."""
     from factories import NOW, acl_directory, auth_config, ews, probe, renamed, store_cert, thumb
 
     planted: dict[str, set[str]] = {}
@@ -67,7 +70,7 @@ def build_org(
         n=n,
         member_of={s: ("ES", "ETS", "SOT") for s in nested},
         nesting={"SOT": ("DA",)},
-        names={"SOT": f"Server Operators {MARKUP}"},
+        names={"SOT": group},
     )
     if rename:
         directory = renamed(directory, f"EX{n:02d}", rename if isinstance(rename, str) else f"EX{n:02d}{MARKUP}")
@@ -176,8 +179,10 @@ class SuiteRun:
 
 
 def suite_command(workdir: Path, facts: OrgFacts | None, *args: str) -> list[str]:
-    """`python -m pytest tests_env --org-snapshot <workdir>/facts.json --reports-dir <workdir>/reports ARGS`."""
+    """`python -m pytest tests_env --org-snapshot <workdir>/facts.json --reports-dir <workdir>/reports ARGS`, with
+    pytest's cache (--lf, --ff) in <workdir>/.cache: never the repository's."""
     command = [sys.executable, "-m", "pytest", str(TESTS_ENV), "--reports-dir", str(workdir / "reports"), *args]
+    command += ["-o", f"cache_dir={workdir / '.cache'}"]
     if facts is not None:
         command[4:4] = ["--org-snapshot", str(snapshot.write(facts, workdir / "facts.json"))]
     return command

@@ -43,7 +43,7 @@ def run_suite(
 ) -> tuple[int, dict, str]:
     """`pytest tests_env --org ORG` in a subprocess (environment `env`, default ours); its exit status,
     latest.json and output."""
-    command = [sys.executable, "-m", "pytest", "tests_env", "--org", org, "-p", "no:cacheprovider", "-q"]
+    command = [sys.executable, "-m", "pytest", "tests_env", "--org", org, "-q", "-o", f"cache_dir={reports / '.cache'}"]
     command += ["--reports-dir", str(reports), *arguments]
     finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     output = finished.stdout + finished.stderr

@@ -205,7 +205,7 @@ def test_a_server_that_never_answers_does_not_keep_a_nightly_run_from_ending(tmp
         .replace('"../.lab/', f'"{LAB_ROOT}/')
         .replace("server_timeout_seconds = 60", "server_timeout_seconds = 3")
     )
-    command = [sys.executable, "-m", "pytest", "tests_env", "--org", str(org), "-p", "no:cacheprovider", "-q"]
+    command = [sys.executable, "-m", "pytest", "tests_env", "--org", str(org), "-q", "-o", f"cache_dir={tmp_path}"]
     started = time.monotonic()
     finished = subprocess.run(
         [*command, "--reports-dir", str(tmp_path / "reports")], cwd=REPO, capture_output=True, text=True, timeout=120
