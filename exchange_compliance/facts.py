@@ -438,7 +438,7 @@ class OrgFacts:
             return None
         everywhere = self.same_failure_everywhere()
         if everywhere is not None:
-            return f"no checked Exchange server answered, all the same way (check the org config): {everywhere}"
+            return f"no checked Exchange server answered, all alike (check the org config): {everywhere}"
         return f"no checked Exchange server answered: {self.unreachable_text(limit=2)}"
 
 

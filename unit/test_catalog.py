@@ -137,3 +137,8 @@ def test_nothing_outside_the_suites_own_tests_cites_an_article_by_our_file_name(
         text = path.read_text(encoding="utf-8", errors="replace")
         found += [f"{name}:{n}" for n, line in enumerate(text.splitlines(), 1) if CITED_BY_FILE_NAME.search(line)]
     assert found == []
+
+
+def test_the_requirements_judged_only_in_a_gate_run_are_those_about_the_target_version():
+    about_target = {requirement for requirement, _, parameters in marked_tests() if "target_version" in parameters}
+    assert about_target == {r.id for r in catalog().values() if r.needs_target} == {"GATE-02"}

@@ -318,7 +318,7 @@ def test_one_failure_on_every_server_is_said_once_as_the_configs():
     assert facts.same_failure_everywhere() == everywhere
     assert facts.unreachable_text() == everywhere
     assert facts.no_server_answered() == (
-        f"no checked Exchange server answered, all the same way (check the org config): {everywhere}"
+        f"no checked Exchange server answered, all alike (check the org config): {everywhere}"
     )
     assert len(facts.no_server_answered()) < 300
 

@@ -185,10 +185,7 @@ def rejected(config: OrgConfig) -> str:
     winrm = config.winrm
     if winrm.transport == "kerberos":
         return "the server refused the Kerberos ticket (HTTP 401): check that the audit account may log on to it"
-    return (
-        f"the credentials were rejected (HTTP 401, {winrm.transport}): check the account and password that "
-        f"[winrm] user_env and password_env name ({winrm.user_env}, {winrm.password_env})"
-    )
+    return f"the credentials were rejected (HTTP 401, {winrm.transport}): check [winrm] user_env and password_env"
 
 
 def timed_out(seconds: float) -> str:
