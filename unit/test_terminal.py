@@ -80,6 +80,13 @@ def test_evidence_and_fix_are_cut_to_a_few_lines_that_point_at_the_whole(seeds_l
     assert block[-1].endswith("more lines: the fix plan has them")
 
 
+def test_in_parallel_a_failure_is_not_headed_by_the_workers_python(suite):
+    run = suite(build_org(2, ("backend-cert:EX02",)), "-n", "2")
+    assert run.ret == 1, run.stdout + run.stderr
+    assert "_ BE-02 on EX02 (critical): " in run.stdout
+    assert "[gw" not in run.stdout and "-- Python 3." not in run.stdout
+
+
 def test_pytests_short_summary_is_off_unless_asked_for(suite):
     facts = build_org(2, ("backend-cert:EX02",))
     assert "short test summary info" not in suite(facts).stdout

@@ -175,6 +175,7 @@ class ComplianceRun:
         yield
         if not self.is_controller or self.listing:
             return
+        _without_worker_lines(session.config)
         judged = self.finish()
         try:
             results = reports.write(judged, self.options.report_dir, self.stamp, self.loaded.evidence_path, self.keep)
@@ -230,6 +231,16 @@ class ComplianceRun:
             say=lambda line: terminal.say(config, line),
             warn=lambda line: terminal.say(config, line, yellow=True),
         )
+
+
+def _without_worker_lines(config: pytest.Config) -> None:
+    """Under xdist, pytest heads each failure with the worker's platform and Python ("[gw0] linux -- Python 3.11"):
+    not for a requirement's failure, which is about Exchange. Done once every report is logged (junitxml tells a
+    test's reports apart by their worker until then), before the terminal prints the failures."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for report in getattr(reporter, "stats", {}).get("failed", []):
+        if row_of(report) is not None:
+            vars(report).pop("node", None)
 
 
 def expected_rows(facts: OrgFacts, gate: bool) -> int:
