@@ -180,9 +180,10 @@ class SuiteRun:
 
 def suite_command(workdir: Path, facts: OrgFacts | None, *args: str) -> list[str]:
     """`python -m pytest tests_env --org-snapshot <workdir>/facts.json --reports-dir <workdir>/reports ARGS`, with
-    pytest's cache (--lf, --ff) in <workdir>/.cache: never the repository's."""
+    pytest's cache (--lf, --ff) in <workdir>/reports/.pytest_cache, as a run has it in reports/: never the
+    repository's."""
     command = [sys.executable, "-m", "pytest", str(TESTS_ENV), "--reports-dir", str(workdir / "reports"), *args]
-    command += ["-o", f"cache_dir={workdir / '.cache'}"]
+    command += ["-o", f"cache_dir={workdir / 'reports' / '.pytest_cache'}"]
     if facts is not None:
         command[4:4] = ["--org-snapshot", str(snapshot.write(facts, workdir / "facts.json"))]
     return command

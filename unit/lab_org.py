@@ -52,6 +52,16 @@ def run_suite(
     return finished.returncode, results, output
 
 
+def lab_org_config(path: Path, *changes: tuple[str, str]) -> Path:
+    """orgs/lab.toml written to `path`, its lab paths made absolute and each (old, new) of `changes` replaced."""
+    text = (REPO / "orgs" / "lab.toml").read_text().replace('"../.lab/', f'"{LAB_ROOT}/')
+    for old, new in changes:
+        assert old in text, old
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
+
 def outcomes(results: dict, *wanted: str) -> set[tuple[str, str | None]]:
     """(requirement, server) of every row whose outcome is one of `wanted`."""
     return {(row["requirement"], row["server"]) for row in results["rows"] if row["outcome"] in wanted}

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from lab_org import LAB_ROOT, REPO, lab_up, needs_lab, outcomes, row, run_suite
+from lab_org import LAB_ROOT, REPO, lab_org_config, lab_up, needs_lab, outcomes, row, run_suite
 
 from exchange_compliance.collect import collect_org
 from exchange_compliance.config import load_org_config
@@ -198,13 +198,7 @@ def test_a_server_that_never_answers_does_not_keep_a_nightly_run_from_ending(tmp
     scenario.write_text('[[servers]]\nname = "EX01"\n\n[[servers]]\nname = "EX02"\nlatency_ms = 600000\n')
     control.up(LAB_ROOT, scenario_file=scenario, say=lambda _message: None)
     control.load_credentials(LAB_ROOT)
-    org = tmp_path / "hung.toml"
-    org.write_text(
-        (REPO / "orgs" / "lab.toml")
-        .read_text()
-        .replace('"../.lab/', f'"{LAB_ROOT}/')
-        .replace("server_timeout_seconds = 60", "server_timeout_seconds = 3")
-    )
+    org = lab_org_config(tmp_path / "hung.toml", ("server_timeout_seconds = 60", "server_timeout_seconds = 3"))
     command = [sys.executable, "-m", "pytest", "tests_env", "--org", str(org), "-q", "-o", f"cache_dir={tmp_path}"]
     started = time.monotonic()
     finished = subprocess.run(

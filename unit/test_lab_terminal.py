@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lab_org import LAB_ROOT, REPO, lab_up, needs_lab, run_suite
+from lab_org import LAB_ROOT, REPO, lab_org_config, lab_up, needs_lab, run_suite
 
 pytestmark = needs_lab
 
@@ -44,13 +44,8 @@ def test_the_seeds_run_prints_each_failure_as_evidence_and_fix_in_under_half_the
 
 def test_a_winrm_password_every_server_rejects_is_one_reason_and_the_configs(tmp_path):
     lab_up("healthy")
-    org = tmp_path / "wrong-winrm.toml"
-    org.write_text(
-        (REPO / "orgs" / "lab.toml")
-        .read_text()
-        .replace('"../.lab/', f'"{LAB_ROOT}/')
-        .replace('password_env = "EXCOMP_LAB_PASSWORD"\nread_timeout', 'password_env = "T_WRONG"\nread_timeout')
-    )
+    wrong = ('password_env = "EXCOMP_LAB_PASSWORD"\nread_timeout', 'password_env = "T_WRONG"\nread_timeout')
+    org = lab_org_config(tmp_path / "wrong-winrm.toml", wrong)
     env = {**os.environ, "T_WRONG": "not the password"}
     status, _, output = run_suite(tmp_path / "reports", org=str(org), env=env)
     assert status == 6, output
