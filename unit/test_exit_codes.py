@@ -48,7 +48,7 @@ def test_medium_failure_passes_the_default_threshold_and_fails_a_lower_one(suite
 def test_a_row_that_could_not_be_checked_blocks_like_a_failure(suite):
     run = suite(build_org(3, ("unreachable:EX02",)))
     assert run.ret == 1
-    assert "AUTH-02 on EX02 (critical, error)" in last_line(run)
+    assert "5 not checked, WinRM on EX02: connection refused on 5986" in last_line(run)
     assert suite(build_org(3, ("unreachable:EX02",)), "--fail-on", "critical").ret == 1  # BE-02 etc. are critical
 
 

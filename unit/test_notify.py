@@ -209,7 +209,7 @@ def test_a_name_from_ad_cannot_add_a_header_a_line_or_markup(mailbox, receiver):
     assert "\n" not in mail["Subject"] and "EX01\\x0d\\x0aBcc: victim@evil.test" in mail["Subject"]
     body = body_of(mail)
     assert "BE-02 on EX01\\x0d\\x0aBcc: victim@evil.test\\x0d\\x0a\\x0d\\x0a<!channel>" in body and "\x1b" not in body
-    assert "& \\x1b[2J\\x2028" in body  # spelled out, as everywhere the suite prints data
+    assert "& \\x1b[2J\\u2028" in body  # spelled out, as everywhere the suite prints data
     ((_path, _headers, raw),) = receiver.posts
     posted = json.loads(raw)
     assert (

@@ -64,7 +64,10 @@ def test_a_person_sees_the_summary_a_failing_row_and_its_fix(faulty_report, tmp_
     assert '<title id="head-title">exchange-compliance: contoso-unit</title>' in dom
     summary = text_of(dom.split('id="results-table"')[0])
     assert "contoso-unit: FAIL: " in summary and "ACL-01 on EX02 (critical, failed)" in summary
-    assert "Servers checked 5: EX01, EX02, EX03" in summary and "Unreachable EX01 (winrm: connection refused" in summary
+    assert (
+        "Servers checked 5: EX01, EX02, EX03" in summary
+        and "Unreachable WinRM on EX01: connection refused on 5986" in summary
+    )
     rows = bodies(dom)
     assert len(rows) >= 40
     failed = [html for result, html in rows if result == "failed"]

@@ -128,8 +128,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
     return report
 
 
-@pytest.hookimpl(wrapper=True, specname="pytest_runtest_makereport")
-def _row_of_a_report_pytest_made(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+@pytest.hookimpl(wrapper=True, specname="pytest_runtest_makereport")  # pytest registers pytest_* names only
+def pytest_runtest_makereport_by_pytest(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    """The row of a requirement's report that pytest made (a check that broke, a failing fixture)."""
     report = yield
     requirement_id = _marked(item)
     needs_row = report.when == "call" or report.outcome != "passed"

@@ -34,8 +34,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from ..collect.ldap import one_line
 from ..config import NotifySettings, SmtpSettings, is_loopback
+from ..text import one_line
 from .history import PastRun, streak_text
 from .results import OUTCOMES, Row
 from .run_verdict import JudgedRun

@@ -159,7 +159,7 @@ class ComplianceRun:
             source=options.snapshot_path,
             rows=sorted(self.rows, key=sort_key),
             verdict=verdict,
-            line=fit(f"{options.org_name}: {verdict.line(options.target)}"),
+            line=_line(options.org_name, verdict.line(options.target), verdict.unreachable),
             waivers=waivers.status(options.waivers, self.rows, self.today),
             changes=history.compare(previous, self.rows) if (previous := self.history.previous) and facts else None,
             fix_plan=options.report_dir / f"{self.stamp}-fixes.ps1" if facts else None,
@@ -241,6 +241,13 @@ def _without_worker_lines(config: pytest.Config) -> None:
     for report in getattr(reporter, "stats", {}).get("failed", []):
         if row_of(report) is not None:
             vars(report).pop("node", None)
+
+
+def _line(org: str, said: str, unreachable: str | None) -> str:
+    """The run's verdict line. One about rows is cut to a length whatever the org's size; one saying why the org
+    could not be checked is bounded already (the DCs' reasons, or the servers' grouped) and keeps its advice."""
+    line = f"{org}: {said}"
+    return line if unreachable else fit(line)
 
 
 def expected_rows(facts: OrgFacts, gate: bool) -> int:

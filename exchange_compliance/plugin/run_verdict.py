@@ -92,7 +92,7 @@ class RunVerdict:
         good, bad = ("GO", "NO-GO") if target else ("PASS", "FAIL")
         subject = f" {target.label}" if target else ""
         if self.unreachable:
-            return fit(f"{bad if target else 'NOT CHECKED'}{subject}: the org could not be checked: {self.unreachable}")
+            return f"{bad if target else 'NOT CHECKED'}{subject}: the org could not be checked: {self.unreachable}"
         partial = f"{self.selection.label()}: " if self.selection is not None and self.partial else ""
         if target and self.partial and self.selection is not None:
             return fit(
