@@ -190,7 +190,8 @@ HOSTILE = "\x1b]0;owned\x07\r\nexchange-compliance: PASS\x85\x9b31m\x7f\u202e"
 
 
 def test_control_characters_in_names_are_spelled_out_in_everything_printed(suite):
-    facts = build_org(3, ("backend-cert:EX03", "nested-admins:EX03", "unreachable:EX01"), rename=HOSTILE, group=HOSTILE)
+    faults = ("backend-cert:EX03", "nested-admins:EX03", "unreachable:EX01")
+    facts = build_org(3, faults, rename=f"EX03{HOSTILE}", group=HOSTILE)
     run = suite(facts, "-v", "--fail-on", "low")
     assert run.ret == 1, run.stdout + run.stderr
     raw = [char for char in run.stdout if not char.isprintable() and char != "\n"]
