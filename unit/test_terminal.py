@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from conftest import TESTS_ENV, build_org
+from conftest import ORG, TESTS_ENV, build_org
 from exchange_compliance import snapshot
 from exchange_compliance.catalog import catalog
 from exchange_compliance.facts import Unavailable
@@ -113,9 +113,9 @@ def test_a_broken_check_still_shows_its_traceback(pytester):
 # --- one reason, said once ----------------------------------------------------------------------------------------
 
 
-def rejected_everywhere(n: int, answering: int = 0):
+def rejected_everywhere(n: int, answering: int = 0, org: str = ORG):
     """n servers (EX01.. and EDGE1), WinRM refusing the credentials on all but the first `answering`."""
-    facts = build_org(n - 1)
+    facts = build_org(n - 1, org=org)
     refused = {name: Unavailable("winrm", name, REJECTED) for name in facts.checked[answering:]}
     return replace(facts, probes={**facts.probes, **refused})
 
@@ -137,6 +137,14 @@ def test_credentials_rejected_by_200_servers_are_one_reason_and_the_configs(tmp_
     assert len(verdict) < 300
     assert "_ AUTH-02 on EX01" not in run.stdout  # not one FAILURES entry per row
     assert "997 not checked" in run.stdout.splitlines()[-2]  # pytest's counts (AUTH-03, AUTH-04 too), in our words
+
+
+def test_the_verdict_line_stays_under_300_characters_with_a_long_org_name(tmp_path):
+    from conftest import run_suite
+
+    run = run_suite(tmp_path, rejected_everywhere(200, org="contoso-europe-west-production-exchange-2019"))
+    assert run.ret == 6
+    assert len(last_line(run)) < 300 and "WinRM on all 200 servers" in last_line(run)
 
 
 def test_a_reason_most_servers_give_is_grouped_in_the_verdict(tmp_path):

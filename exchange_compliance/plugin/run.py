@@ -159,7 +159,7 @@ class ComplianceRun:
             source=options.snapshot_path,
             rows=sorted(self.rows, key=sort_key),
             verdict=verdict,
-            line=_line(options.org_name, verdict.line(options.target), verdict.unreachable),
+            line=_line(options.org_name, verdict.line(options.target), whole=self.loaded.unreachable is not None),
             waivers=waivers.status(options.waivers, self.rows, self.today),
             changes=history.compare(previous, self.rows) if (previous := self.history.previous) and facts else None,
             fix_plan=options.report_dir / f"{self.stamp}-fixes.ps1" if facts else None,
@@ -243,11 +243,12 @@ def _without_worker_lines(config: pytest.Config) -> None:
             vars(report).pop("node", None)
 
 
-def _line(org: str, said: str, unreachable: str | None) -> str:
-    """The run's verdict line. One about rows is cut to a length whatever the org's size; one saying why the org
-    could not be checked is bounded already (the DCs' reasons, or the servers' grouped) and keeps its advice."""
+def _line(org: str, said: str, whole: bool) -> str:
+    """The run's verdict line, cut to a length whatever the org's size; `whole` for why the directory could not be
+    read (each DC listed and why, with what to do): that is the config's length, not the org's, and keeps its advice.
+    """
     line = f"{org}: {said}"
-    return line if unreachable else fit(line)
+    return line if whole else fit(line)
 
 
 def expected_rows(facts: OrgFacts, gate: bool) -> int:
