@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ import requests
 import winrm
 from requests.adapters import HTTPAdapter
 from requests_ntlm import HttpNtlmAuth
-from winrm.exceptions import InvalidCredentialsError, WinRMTransportError, WSManFaultError
+from winrm.exceptions import InvalidCredentialsError, WinRMOperationTimeoutError, WinRMTransportError, WSManFaultError
 
 from exchange_compliance.collect.probe import (
     CMD_LINE_LIMIT,
@@ -54,6 +55,7 @@ from exchange_compliance.lab.servers import (
     write_server_state,
 )
 from exchange_compliance.lab.wsman import (
+    ERROR_OPERATION_TIMEOUT,
     ERROR_SHELL_NOT_FOUND,
     ERROR_SHELL_QUOTA,
     MAX_SHELLS_PER_USER,
@@ -74,6 +76,7 @@ def lab_scenario() -> Scenario:
     extra = (
         ServerSpec(name="EX90", unreachable=True),
         ServerSpec(name="EX91", latency_ms=250),
+        ServerSpec(name="EX94", probe_seconds=1.5),
         ServerSpec(name="EX92", backend_certificate="none"),
         ServerSpec(name="EX93", no_private_key=("exchange",)),
         ServerSpec(name="EDGE01", roles=("Edge",), member_of=()),
@@ -565,3 +568,94 @@ def test_latency_is_honoured(lab: Lab) -> None:
     started = time.perf_counter()
     handshake(lab.state("EX91").address, "ex91.lab.contoso.test")
     assert time.perf_counter() - started >= 0.25
+
+
+def test_probe_seconds_come_from_the_scenario_or_lab_up_servers(offline: Lab, capsys) -> None:
+    from exchange_compliance.lab.__main__ import main as lab_main
+    from exchange_compliance.lab.scenario import ScenarioError, generated_servers, parse_scenario
+
+    assert run_command(offline.state("EX94"), PROBE_LINE, False).seconds == 1.5  # type: ignore[union-attr]
+    assert run_command(offline.state("EX01"), PROBE_LINE, False).seconds == 0  # type: ignore[union-attr]
+    parsed = parse_scenario({"servers": [{"name": "EX01", "probe_seconds": 2, "latency_ms": 150}]}, "s.toml")
+    assert (parsed.servers[0].probe_seconds, parsed.servers[0].latency_ms) == (2, 150)
+    with pytest.raises(ScenarioError, match=r"s.toml: server EX01: probe_seconds must be a number of at least 0"):
+        parse_scenario({"servers": [{"name": "EX01", "probe_seconds": -1}]}, "s.toml")
+    assert {(s.latency_ms, s.probe_seconds) for s in generated_servers(5, 150, 2.0)} == {(150, 2.0)}
+    with pytest.raises(SystemExit):
+        lab_main(["--root", str(offline.layout.root), "up", "--scenario", "healthy", "--probe-seconds", "2"])
+    assert "--probe-seconds go with --servers N" in capsys.readouterr().err
+
+
+def test_a_command_that_runs_for_seconds_answers_receive_only_when_done() -> None:
+    # As WinRS does: a Receive is held while the process runs, and answered by the OperationTimeout fault
+    # (which pywinrm turns into WinRMOperationTimeoutError and retries) when the process outlasts it.
+    protocol, host = _direct_protocol(lambda line, skip: CommandResult("done\r\n", "", 0, seconds=1.6))
+    protocol.operation_timeout_sec = 1  # sent as OperationTimeout PT1S
+    answers: list[tuple[int, bytes]] = []
+    handle = host.handle
+    host.handle = lambda *args: answers.append(handle(*args)) or answers[-1]  # type: ignore[method-assign]
+    shell = protocol.open_shell()
+    command = protocol.run_command(shell, "x")
+    started = time.monotonic()
+    with pytest.raises(WinRMOperationTimeoutError):
+        protocol.get_command_output_raw(shell, command)
+    held = time.monotonic() - started
+    out, err, code, done = protocol.get_command_output_raw(shell, command)
+    assert 1.0 <= held < 1.5  # the fault comes at OperationTimeout, not earlier and not at the end
+    assert time.monotonic() - started >= 1.6
+    assert (out, err, code, done) == (b"done\r\n", b"", 0, True)
+    status, fault = answers[-2]
+    assert status == 500
+    assert "<s:Value>s:Receiver</s:Value>" in fault.decode() and "<s:Value>w:TimedOut</s:Value>" in fault.decode()
+    assert f'Code="{ERROR_OPERATION_TIMEOUT}"' in fault.decode()
+    assert b"cannot complete the operation within the time specified in OperationTimeout." in fault
+
+
+def test_a_receive_held_for_its_command_ends_when_the_command_is_signalled() -> None:
+    protocol, _ = _direct_protocol(lambda line, skip: CommandResult("late", "", 0, seconds=30))
+    shell = protocol.open_shell()
+    command = protocol.run_command(shell, "x")
+    fault: list[BaseException] = []
+
+    def receive() -> None:
+        try:
+            protocol.get_command_output_raw(shell, command)
+        except WSManFaultError as exc:
+            fault.append(exc)
+
+    waiting = threading.Thread(target=receive)
+    started = time.monotonic()
+    waiting.start()
+    time.sleep(0.3)
+    protocol.cleanup_command(shell, command)  # the held Receive does not keep the shell's other requests waiting
+    waiting.join(timeout=5)
+    assert time.monotonic() - started < 5 and not waiting.is_alive()
+    assert fault and fault[0].wsman_fault_code == ERROR_SHELL_NOT_FOUND  # type: ignore[attr-defined]
+
+
+@pytest.mark.lab
+def test_probe_seconds_hold_the_probe_on_the_server(lab: Lab) -> None:
+    protocol = winrm_protocol(lab, "EX94")
+    protocol.operation_timeout_sec = 1
+    timeouts = 0
+    original = protocol.get_command_output_raw
+
+    def counted(shell: str, command: str) -> tuple[bytes, bytes, int, bool]:
+        nonlocal timeouts
+        try:
+            return original(shell, command)
+        except WinRMOperationTimeoutError:
+            timeouts += 1
+            raise
+
+    protocol.get_command_output_raw = counted  # type: ignore[method-assign]
+    shell = protocol.open_shell()
+    command, args = probe_command()
+    started = time.monotonic()
+    command_id = protocol.run_command(shell, command, args)
+    stdout, _, code = protocol.get_command_output(shell, command_id)
+    assert time.monotonic() - started >= 1.5
+    assert timeouts == 1  # over HTTPS and NTLM too: one OperationTimeout fault, then the output on that connection
+    assert code == 0 and parse_probe_output(stdout).computer_name == "EX94"
+    protocol.cleanup_command(shell, command_id)
+    protocol.close_shell(shell)

@@ -79,13 +79,15 @@ def down(root: Path, say: Say = print) -> None:
     say("lab is down")
 
 
-def _scenario(name: str | None, path: str | Path | None, servers: int | None) -> Scenario:
+def _scenario(
+    name: str | None, path: str | Path | None, servers: int | None, latency_ms: int, probe_seconds: float
+) -> Scenario:
     try:
         scenario = load_scenario(name, path)
     except (OSError, ScenarioError) as exc:
         raise LabError(str(exc)) from None
     if servers:
-        scenario = dataclasses.replace(scenario, servers=generated_servers(servers))
+        scenario = dataclasses.replace(scenario, servers=generated_servers(servers, latency_ms, probe_seconds))
     return scenario
 
 
@@ -95,7 +97,12 @@ def up(
     scenario_file: str | Path | None = None,
     servers: int | None = None,
     say: Say = print,
+    *,
+    latency_ms: int = 0,
+    probe_seconds: float = 0.0,
 ) -> dict:
+    """Bring the lab up from a scenario; `servers` replaces its servers with that many generated ones, each
+    answering after `latency_ms` and running the probe for `probe_seconds`."""
     from .certs import issue_certificates
     from .directory import AuthValues, DirectoryError, start_directory
     from .servers import write_server_state
@@ -104,7 +111,7 @@ def up(
     absent = prerequisites.missing(("lab",))
     if absent:
         raise LabError("\n".join(prerequisites.line(p) for p in absent))
-    scenario = _scenario(scenario_name, scenario_file, servers)
+    scenario = _scenario(scenario_name, scenario_file, servers, latency_ms, probe_seconds)
     layout = LabLayout(root)
     if layout.state_file.exists():
         down(root, say=lambda _message: None)

@@ -54,6 +54,7 @@ class ServerState:
     presented_has_key: bool = True  # http.sys cannot complete a handshake without the private key
     winrm_thumbprint: str = ""
     latency_ms: int = 0
+    probe_seconds: float = 0.0  # how long the probe's command runs before its output is there
     unreachable: bool = False
 
     @property

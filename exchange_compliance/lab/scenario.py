@@ -60,7 +60,10 @@ class ServerSpec:
     protect_dacl: bool = False
     ews_internal_url: str | None = None  # None: https://<fqdn>/EWS/Exchange.asmx; "": not set
     ews_external_url: str | None = None  # None: https://mail.<domain>/EWS/Exchange.asmx; "": not set
-    latency_ms: int = 0
+    latency_ms: int = 0  # added before every response (network, TLS and HTTP)
+    # How long the probe's command runs on the server: powershell.exe starting, WebAdministration loading, the
+    # store read. A real server takes seconds; WinRM's Receive answers nothing until the command is done.
+    probe_seconds: float = 0.0
     unreachable: bool = False
     store: tuple[str, ...] | None = None  # None: "exchange" plus "auth" (and "auth-next" if staged) on MBX/CAS
     no_private_key: tuple[str, ...] = ()
@@ -165,6 +168,11 @@ def parse_scenario(data: dict, source: str) -> Scenario:
     )
     if not servers:
         raise ScenarioError(f"{source}: no servers")
+    for server in servers:
+        for key in ("latency_ms", "probe_seconds"):
+            value = getattr(server, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ScenarioError(f"{source}: server {server.name}: {key} must be a number of at least 0: {value!r}")
     names = [s.name.lower() for s in servers]
     if len(set(names)) != len(names):
         raise ScenarioError(f"{source}: a server name appears twice")
@@ -219,14 +227,17 @@ def load_scenario(name: str | None = None, path: str | Path | None = None) -> Sc
     return parse_scenario(data, str(source))
 
 
-def generated_servers(count: int) -> tuple[ServerSpec, ...]:
-    """`up --servers N`: N healthy servers of mixed versions and roles, for scale runs."""
+def generated_servers(count: int, latency_ms: int = 0, probe_seconds: float = 0.0) -> tuple[ServerSpec, ...]:
+    """`up --servers N`: N healthy servers of mixed versions and roles, for scale runs, each answering after
+    `latency_ms` and running the probe for `probe_seconds`."""
     versions = ("15.2.1544.4", "15.1.2507.6", "15.0.1497.2")
     return tuple(
         ServerSpec(
             name=f"EX{i + 1:03d}",
             version=versions[i % 3],
             roles=("Mailbox", "ClientAccess") if i % 5 else ("Mailbox",),
+            latency_ms=latency_ms,
+            probe_seconds=probe_seconds,
         )
         for i in range(count)
     )

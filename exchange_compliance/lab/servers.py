@@ -157,6 +157,7 @@ def _server_state(
         presented_has_key=in_store.get(presented, True) if presented else True,
         winrm_thumbprint=certs.winrm_for(server.name).thumbprint,
         latency_ms=server.latency_ms,
+        probe_seconds=server.probe_seconds,
         unreachable=server.unreachable,
     )
 
@@ -193,7 +194,7 @@ def run_command(state: ServerState, command_line: str, skip_cmd_shell: bool) -> 
     if not skip_cmd_shell and len(command_line) > CMD_LINE_LIMIT:
         return CommandResult("", LINE_TOO_LONG, 1)
     if is_probe_command(command_line):
-        return CommandResult(render_probe_output(state), PROGRESS_CLIXML, 0)
+        return CommandResult(render_probe_output(state), PROGRESS_CLIXML, 0, state.probe_seconds)
     if skip_cmd_shell:
         return None  # CreateProcess finds no such program: a WS-Man fault
     tokens = command_line.split()

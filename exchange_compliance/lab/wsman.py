@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import codecs
 import logging
+import re
 import threading
 import time
 import uuid
@@ -53,6 +54,12 @@ ERROR_RESOURCE_NOT_FOUND = 2150858778
 ERROR_ACCESS_DENIED = 5
 ERROR_FILE_NOT_FOUND = 2
 ERROR_SHELL_QUOTA = 2150859173  # ERROR_WSMAN_QUOTA_MAX_SHELLS
+ERROR_OPERATION_TIMEOUT = 2150858793  # ERROR_WSMAN_OPERATION_TIMEDOUT: what pywinrm retries a Receive on
+OPERATION_TIMED_OUT = (
+    "The WS-Management service cannot complete the operation within the time specified in OperationTimeout.  "
+)
+# winrm/config MaxTimeoutms: how long a Receive waits when the request names no OperationTimeout.
+MAX_TIMEOUT = 60.0
 # WinRM's defaults (winrm/config/winrs): a user may hold 30 shells; an idle shell is dropped after two hours.
 MAX_SHELLS_PER_USER = 30
 SHELL_IDLE_TIMEOUT = 7200.0
@@ -62,6 +69,7 @@ class CommandResult(NamedTuple):
     stdout: str
     stderr: str
     exit_code: int
+    seconds: float = 0.0  # how long the process runs: its output and exit code are there only then
 
 
 # (command line, skip_cmd_shell) -> what the process printed and its exit code; None: CreateProcess failed.
@@ -83,6 +91,7 @@ class _Command:
     command_id: str
     pending: dict[str, bytes]
     exit_code: int
+    done_at: float  # time.monotonic() when the process ends
 
 
 @dataclass
@@ -106,6 +115,7 @@ class Request:
     options: dict[str, str]
     max_envelope: int
     body: ET.Element | None
+    operation_timeout: float = MAX_TIMEOUT
 
 
 class ShellHost:
@@ -117,6 +127,8 @@ class ShellHost:
         self.run = run
         self._shells: dict[str, _Shell] = {}
         self._lock = threading.Lock()
+        # A Receive waiting for its command gives the lock up meanwhile; a Signal or Delete wakes it.
+        self._changed = threading.Condition(self._lock)
 
     @property
     def shell_count(self) -> int:
@@ -157,6 +169,7 @@ class ShellHost:
         shell = self._shell(request, user)
         if request.action == ACTION_DELETE:
             del self._shells[shell.shell_id]
+            self._changed.notify_all()
             return f"{ACTION_DELETE}Response", ""
         if request.action == ACTION_COMMAND:
             return f"{ACTION_COMMAND}Response", self._command(request, shell)
@@ -166,6 +179,7 @@ class ShellHost:
             return f"{ACTION_SEND}Response", "<rsp:SendResponse/>"
         signal = _child(request.body, "rsp:Signal")
         shell.commands.pop(signal.get("CommandId", "").upper() if signal is not None else "", None)
+        self._changed.notify_all()
         return f"{ACTION_SIGNAL}Response", "<rsp:SignalResponse/>"
 
     def _create(self, request: Request, user: str, client_ip: str) -> str:
@@ -234,20 +248,22 @@ class ShellHost:
                 "stderr": result.stderr.encode(encoding, errors="replace"),
             },
             exit_code=result.exit_code,
+            done_at=time.monotonic() + result.seconds,
         )
         return f"<rsp:CommandResponse><rsp:CommandId>{command_id}</rsp:CommandId></rsp:CommandResponse>"
 
     def _receive(self, request: Request, shell: _Shell) -> str:
         desired = _child(_child(request.body, "rsp:Receive"), "rsp:DesiredStream")
         command_id = (desired.get("CommandId") if desired is not None else None) or ""
-        command = shell.commands.get(command_id.upper())
-        if command is None:
-            raise WsmanFault(
-                "w:InvalidParameter",
-                f"The request for the Windows Remote Shell with CommandId {command_id} failed because the command "
-                "was not found.",
-                ERROR_SHELL_NOT_FOUND,
-            )
+        command = self._command_of(shell, command_id)
+        # WinRS answers a Receive once the process has written output or ended; until then it holds the request,
+        # and past the request's OperationTimeout it answers with a fault that tells the client to ask again.
+        give_up = time.monotonic() + request.operation_timeout
+        while (now := time.monotonic()) < command.done_at:
+            if now >= give_up:
+                raise WsmanFault("w:TimedOut", OPERATION_TIMED_OUT, ERROR_OPERATION_TIMEOUT, sender=False)
+            self._changed.wait(min(command.done_at, give_up) - now)
+            command = self._command_of(shell, command_id)  # a Signal or Delete may have ended it meanwhile
         # Stay under the client's MaxEnvelopeSize: what does not fit waits for the next Receive.
         budget, parts = max(4096, request.max_envelope - 2048), []
         for stream in ("stdout", "stderr"):
@@ -273,6 +289,17 @@ class ShellHost:
                 f"<rsp:ExitCode>{command.exit_code}</rsp:ExitCode></rsp:CommandState>"
             )
         return "<rsp:ReceiveResponse>" + "".join(parts) + "</rsp:ReceiveResponse>"
+
+    def _command_of(self, shell: _Shell, command_id: str) -> _Command:
+        command = shell.commands.get(command_id.upper()) if self._shells.get(shell.shell_id) is shell else None
+        if command is None:
+            raise WsmanFault(
+                "w:InvalidParameter",
+                f"The request for the Windows Remote Shell with CommandId {command_id} failed because the command "
+                "was not found.",
+                ERROR_SHELL_NOT_FOUND,
+            )
+        return command
 
     def _shell(self, request: Request, user: str) -> _Shell:
         shell = self._shells.get((request.shell_id or "").upper())
@@ -318,6 +345,7 @@ def parse_request(envelope: bytes) -> Request:
         options=options,
         max_envelope=max_envelope,
         body=body,
+        operation_timeout=_seconds(_text(header, "w:OperationTimeout")),
     )
 
 
@@ -341,6 +369,16 @@ def fault_xml(fault: WsmanFault, relates_to: str, machine: str) -> bytes:
         f"<f:Message>{escape(fault.message)}</f:Message></f:WSManFault></s:Detail></s:Fault>"
     )
     return envelope_xml(ACTION_FAULT, relates_to, body)
+
+
+def _seconds(duration: str | None) -> float:
+    """An xs:duration as WS-Man clients send OperationTimeout ("PT20S", "PT20.000S", "PT1M30S"); MaxTimeoutms
+    when there is none or it cannot be read."""
+    found = re.fullmatch(r"PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d*)?)S)?", (duration or "").strip())
+    if not found or not any(found.groups()):
+        return MAX_TIMEOUT
+    hours, minutes, seconds = (float(part or 0) for part in found.groups())
+    return hours * 3600 + minutes * 60 + seconds
 
 
 def _child(parent: ET.Element | None, path: str) -> ET.Element | None:
