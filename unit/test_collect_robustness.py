@@ -426,3 +426,30 @@ def test_a_directory_broken_off_mid_read_is_exit_6_with_one_line(suite, pytester
     reason = "127.0.0.1: search of the rootDSE failed: error receiving data: timed out"
     assert f"the org could not be checked: {reason}" in output
     assert "Traceback" not in output and "INTERNALERROR" not in output
+
+
+# --- the audit host's CPU: a thousand servers are probed at once ---------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:'pywinrm' will use an environment defined proxy")
+def test_the_environment_is_read_once_per_server_and_its_proxy_still_used(org, monkeypatch):
+    import urllib.request
+
+    config = load_org_config(org({"EX01": healthy}))
+    reads = 0
+    original = urllib.request.getproxies_environment
+
+    def counted() -> dict[str, str]:
+        nonlocal reads
+        reads += 1
+        return original()
+
+    monkeypatch.setattr(urllib.request, "getproxies_environment", counted)
+    winrm.run_probe(f"ex01.{DOMAIN}", config, config.winrm_credentials())
+    assert reads <= 2  # when pywinrm builds the session; not again for each of the probe's requests
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.contoso.test:3128")
+    protocol = winrm.open_protocol(f"ex01.{DOMAIN}", config, config.winrm_credentials())
+    assert protocol.transport.session.proxies.get("http") == "http://proxy.contoso.test:3128"
+    monkeypatch.setenv("NO_PROXY", "127.0.77.1")
+    protocol = winrm.open_protocol(f"ex01.{DOMAIN}", config, config.winrm_credentials())
+    assert "http" not in protocol.transport.session.proxies
