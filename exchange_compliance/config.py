@@ -18,6 +18,11 @@ from .facts import WARNING_DAYS_RANGE, JudgingSettings
 REPORTS_KEEP = 30
 # The longest wait any timeout in the org config may set: an hour is already far more than any answer needs.
 MAX_SECONDS = 3600
+# Servers probed at once, by default and at most. A probe mostly waits (seconds of PowerShell on the server), so
+# the default is every server of a 200-server org at once: a thread and a socket each on the audit host, and one
+# connection to each server, which WinRM's per-server limits (MaxShellsPerUser 30) allow. Above it a thousand
+# servers are bound by the audit host's CPU (about 13 ms a server), not by waiting. Measured: unit/bench_scale.py.
+MAX_WORKERS = 256
 # What a POSIX shell accepts as a variable name. Anything else in a *_env key is most likely the secret itself.
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # An email address as [notify] takes it: a plain addr-spec (dot-atom local part, a domain of host labels), no
@@ -456,7 +461,7 @@ def load_org_config(path: Path, name: str | None = None) -> OrgConfig:
         include=servers.strings("include"),
         exclude=servers.strings("exclude"),
         addresses=addresses,
-        max_workers=collection.integer("max_workers", 16, low=1, high=256),
+        max_workers=collection.integer("max_workers", MAX_WORKERS, low=1, high=MAX_WORKERS),
         server_timeout_seconds=collection.number("server_timeout_seconds", 120),
         reports_keep=reports.integer("keep", REPORTS_KEEP, low=1, high=10000),
         kerberos=_kerberos(kerberos_table, path) if "kerberos" in data else None,

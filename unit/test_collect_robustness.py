@@ -453,3 +453,28 @@ def test_the_environment_is_read_once_per_server_and_its_proxy_still_used(org, m
     monkeypatch.setenv("NO_PROXY", "127.0.77.1")
     protocol = winrm.open_protocol(f"ex01.{DOMAIN}", config, config.winrm_credentials())
     assert "http" not in protocol.transport.session.proxies
+
+
+def test_an_org_whose_probe_takes_seconds_is_probed_all_at_once_by_default(org, monkeypatch):
+    # A real server spends seconds in PowerShell before its probe answers: with the default [collection]
+    # max_workers every server of a 200-server org waits at once, not in batches behind each other.
+    lock, running, peak = threading.Lock(), 0, 0
+
+    def seconds_of_powershell(action: str) -> Reply:
+        nonlocal running, peak
+        if action == "Receive":
+            with lock:
+                running += 1
+                peak = max(peak, running)
+            time.sleep(0.5)
+            with lock:
+                running -= 1
+        return healthy(action)
+
+    names = [f"EX{number:02d}" for number in range(1, 41)]
+    config = load_org_config(org(dict.fromkeys(names, seconds_of_powershell)))
+    stub_directory(monkeypatch, *names)
+    facts = collect.collect_org(config)
+    assert all(isinstance(facts.probes[name], ServerProbe) for name in names)
+    assert peak == len(names)
+    assert config.max_workers >= 200
