@@ -126,11 +126,26 @@ def _cached(name: str, make: object) -> bytes:
     return _CERTS[name]
 
 
-def report_data(html: Path) -> dict:
-    """The data pytest-html renders its table from (a JSON blob in an attribute): tests by node ID."""
-    blob = re.search(r'data-jsonblob="([^"]*)"', html.read_text(encoding="utf-8"))
-    assert blob is not None, f"{html} has no pytest-html data"
-    return json.loads(unescape(blob.group(1)))
+def report_rows(html: Path) -> list[dict]:
+    """Every row of an HTML report, by outcome, requirement and server (None: the org). A row in the page itself
+    has its markup (`html`: cells, evidence, fix); a row the page's script makes when its section is opened has
+    its data (`message`, and `extra`: the evidence markup it is given, or None for the short form)."""
+    text = html.read_text(encoding="utf-8")
+    rows = []
+    for outcome, body in re.findall(r'<tbody class="results-table-row (\w+)">(.*?)</tbody>', text, re.S):
+        requirement = re.search(r'<td class="col-requirement"><b>([^<]*)</b>', body).group(1)
+        server = unescape(re.search(r'<td class="col-server">([^<]*)</td>', body).group(1))
+        rows.append({"outcome": outcome, "requirement": requirement, "server": None if server == "(org)" else server,
+                     "html": body})  # fmt: skip
+    data = re.search(r'<script type="application/json" id="excomp-data">(.*?)</script>', text, re.S)
+    assert data is not None, f"{html} has no row data"
+    found = json.loads(data.group(1))
+    for outcome, items in found["rows"].items():
+        for kind, server, message, extra in items:
+            requirement = found["kinds"][kind][0]
+            rows.append({"outcome": outcome, "requirement": requirement, "server": server, "message": message,
+                         "extra": extra})  # fmt: skip
+    return rows
 
 
 def judged_run(rows: list, *, org: str = ORG, unreachable: str | None = None, changes: object = None) -> object:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CREDENTIALS, TESTS_ENV, build_org, live_org, report_data
+from conftest import CREDENTIALS, TESTS_ENV, build_org, live_org, report_rows
 from exchange_compliance import snapshot
 
 
@@ -159,6 +159,10 @@ def test_a_broken_check_fails_the_run_and_keeps_its_traceback(pytester, tests_en
     results = json.loads((pytester.path / "out" / "contoso-unit" / "latest.json").read_text())
     bug = next(r for r in results["rows"] if r["requirement"] == "GRP-01" and r["outcome"] == "error")
     assert bug["message"] == "the check itself failed (KeyError): 'missing'"
-    tests = report_data(pytester.path / "out" / "contoso-unit" / "latest.html")["tests"]
-    assert "KeyError" in tests["tests_env/test_broken.py::test_a_bug[EX01]"][0]["log"]  # a bug keeps its traceback
-    assert tests["tests_env/test_backend_site.py::test_back_end_site_has_an_https_binding_on_444[EX01]"][0]["log"] == ""
+    report = pytester.path / "out" / "contoso-unit" / "latest.html"
+    rows = {(r["requirement"], r["server"], r["outcome"]): r for r in report_rows(report)}
+    bug = rows["GRP-01", "EX01", "error"]["html"]
+    assert '<pre class="excomp-log">' in bug and "KeyError" in bug  # a bug keeps its traceback
+    assert "excomp-log" not in rows["BE-01", "EX01", "passed"].get("html", "")
+    broken = report.read_text().split('id="broken"')[1].split("</div>")[0]
+    assert "test_helper_outside_any_requirement" in broken and "AssertionError: broken helper" in broken

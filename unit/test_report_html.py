@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import MARKUP, report_data
+from conftest import MARKUP, report_rows
 
 ESCAPED = MARKUP.replace("<", "&lt;").replace(">", "&gt;")
 
@@ -16,19 +16,22 @@ def html_of(run) -> str:
 
 
 def table_rows(run) -> list[dict]:
-    return [test for tests in report_data(run.reports / "latest.html")["tests"].values() for test in tests]
+    return report_rows(run.reports / "latest.html")
 
 
 def test_markup_from_ad_is_escaped_everywhere(faulty_report):
     html = html_of(faulty_report)
     assert ESCAPED in html  # the server's name is in the grid and the banner, escaped
-    assert "<img src=x" not in html  # nowhere raw: summary, waivers, fix plan (the data blob is attribute-escaped)
-    for test in table_rows(faulty_report):
-        rendered = "".join(test["resultsTableRow"]) + "".join(e["content"] for e in test["extras"]) + test["log"]
-        assert "<img src=x" not in rendered  # what the browser puts in the DOM with innerHTML
-    assert any(ESCAPED in "".join(test["resultsTableRow"]) for test in table_rows(faulty_report))
+    assert "<img src=x" not in html  # nowhere raw: summary, rows, waivers, fix plan, the rows' data
+    rows = table_rows(faulty_report)
     group = f"Server Operators {ESCAPED}"
-    assert any(group in "".join(e["content"] for e in test["extras"]) for test in table_rows(faulty_report))
+    assert any(group in row["html"] for row in rows if "html" in row)  # ACL-01 on EX02's evidence, in the page
+    made = [row for row in rows if "html" not in row]
+    assert f"EX04{MARKUP}" in {row["server"] for row in made}  # text, which the page's script escapes
+    for row in made:
+        assert "<img src=x" not in (row["extra"] or "")  # what the browser puts in the DOM as markup
+    waived = next(row for row in made if row["outcome"] == "waived")
+    assert f"EWS off on purpose {ESCAPED}" in waived["extra"]
 
 
 def test_summary_says_what_where_and_when(faulty_report):
@@ -57,20 +60,23 @@ def test_grid_puts_failing_servers_first(faulty_report):
 
 def test_one_row_per_requirement_and_server_with_its_columns(faulty_report):
     results = json.loads((faulty_report.reports / "latest.json").read_text())
-    tests = table_rows(faulty_report)
-    assert len(tests) == len(results["rows"])
-    for test in tests:
-        _result, requirement, server, severity = test["resultsTableRow"]
-        assert re.fullmatch(r'<td class="col-requirement"><b>[A-Z]+-\d+</b> .+</td>', requirement)
-        assert server.startswith('<td class="col-server">') and severity.startswith('<td class="col-severity">')
-        assert test["log"] == ""  # pytest's traceback is noise here: the evidence says it
+    rows = table_rows(faulty_report)
+    key = lambda row: (row["outcome"], row["requirement"], row["server"])  # noqa: E731
+    assert sorted(map(key, rows), key=str) == sorted(map(key, results["rows"]), key=str)
+    for row in rows:
+        if "html" in row:
+            cells = re.findall(r"<td[^>]*>.*?</td>", row["html"].split("</tr>")[0])
+            assert (len(cells) == 4 and cells[0] == '<td class="col-result">Failed</td>') or "Not checked" in cells[0]
+            assert re.fullmatch(r'<td class="col-requirement"><b>[A-Z]+-\d+</b> .+</td>', cells[1])
+            assert cells[2].startswith('<td class="col-server">') and cells[3].startswith('<td class="col-severity">')
+            assert "excomp-log" not in row["html"]  # pytest's traceback is noise here: the evidence says it
     assert "Requirement</th>" in html_of(faulty_report) and "Duration</th>" not in html_of(faulty_report)
 
 
 def test_failing_rows_show_evidence_and_fix_with_real_names(faulty_report):
-    failing = [t for t in table_rows(faulty_report) if t["result"] == "Failed" and "BE-02" in t["resultsTableRow"][1]]
-    (row,) = [t for t in failing if ">EX02<" in t["resultsTableRow"][2]]
-    extra = row["extras"][0]["content"]
+    (row,) = [r for r in table_rows(faulty_report) if (r["outcome"], r["requirement"], r["server"]) == (
+        "failed", "BE-02", "EX02")]  # fmt: skip
+    extra = row["html"]
     assert "<b>Evidence</b>" in extra and "<b>Fix</b>" in extra
     assert "ex02.lab.contoso.test" in extra and "netsh http update sslcert ipport=0.0.0.0:444" in extra
     article = "https://learn.microsoft.com/en-us/archive/blogs/miguelo/exchange-2013-clients-not-able-to-connect-using-outlook-anywhere"
@@ -80,15 +86,21 @@ def test_failing_rows_show_evidence_and_fix_with_real_names(faulty_report):
 
 
 def test_failures_open_expanded_and_the_rest_collapsed(faulty_report):
-    data = report_data(faulty_report.reports / "latest.html")
-    assert data["renderCollapsed"] == ["passed", "skipped", "xfailed"]
     html = html_of(faulty_report)
-    assert "Waived," in html and "Not applicable," in html  # the filter labels, in the suite's words
-    waived = [t for t in table_rows(faulty_report) if t["result"] == "XFailed"]
-    assert len(waived) == 1 and 'data-outcome="Waived"' in waived[0]["resultsTableRow"][0]
-    assert "Waived</b> until 2099-12-31, approved by CAB &lt;change board&gt;" in waived[0]["extras"][0]["content"]
-    errors = [t for t in table_rows(faulty_report) if 'data-outcome="Not checked"' in t["resultsTableRow"][0]]
-    assert errors and all("<b>Not checked</b>" in t["extras"][0]["content"] for t in errors)
+    sections = dict(re.findall(r'<details class="excomp-rows" id="rows-(\w+)"[^>]*?( open)?>', html))
+    assert sections == {"failed": " open", "error": " open", "waived": "", "passed": "", "not_applicable": ""}
+    # The sections say the outcomes in the suite's words.
+    for label in ("4 Failed", "5 Not checked", "1 Waived", "Passed", "Not applicable"):
+        assert "</summary>" in html and re.search(rf"<summary>\d* ?{label}</summary>", html), label
+    rows = table_rows(faulty_report)
+    in_page = [row for row in rows if "html" in row]
+    assert {row["outcome"] for row in in_page} == {"failed", "error"}
+    assert all('<tr class="extras-row">' in row["html"] for row in in_page)  # open, evidence shown
+    (waived,) = [row for row in rows if row["outcome"] == "waived"]
+    assert "Waived</b> until 2099-12-31, approved by CAB &lt;change board&gt;" in waived["extra"]
+    errors = [row for row in in_page if row["outcome"] == "error"]
+    assert errors and all("<b>Not checked</b>" in row["html"] for row in errors)
+    assert all(row["extra"] is None for row in rows if row["outcome"] == "passed")  # the short form, made on opening
 
 
 def test_waivers_and_fix_plan_sections(faulty_report):

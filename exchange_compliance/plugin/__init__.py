@@ -24,7 +24,7 @@ from ..facts import (
     Version,
 )
 from ..judge.verdict import Verdict
-from . import html, results, waivers
+from . import results, waivers
 from .options import add_options
 from .reports import ToolOutputs
 from .run import RUN, ComplianceRun
@@ -59,11 +59,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.reportchars = "N"
     if run.listing:
         return  # --collect-only: no verdict, no report (latest.html and latest.xml stay the last run's)
-    # Before pytest-html's and junitxml's own pytest_configure, which read these: the report and the JUnit XML are
-    # written with no extra flags, into a private directory, then published as reports/<org>/latest.html and .xml.
+    # Before junitxml's own pytest_configure, which reads it: the JUnit XML is written with no extra flags, into a
+    # private directory, then published as reports/<org>/latest.xml (the report, written there too, as latest.html).
     if run.is_controller:
         run.tool_outputs = ToolOutputs.redirect(config.option)
-    config.pluginmanager.register(html, "exchange-compliance-html")
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
@@ -171,7 +170,6 @@ def _record_row(
     # On the item, not this report: junitxml takes a test case's properties from its last report.
     for name in ("requirement", "title", "server", "severity", "outcome"):
         item.user_properties.append((name, getattr(row, name) or ""))
-    html.add_evidence(report, row)
 
 
 # --- fixtures: the org's facts -------------------------------------------------------------------------------
