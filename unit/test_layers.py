@@ -74,3 +74,17 @@ def test_no_module_of_the_package_imports_itself_in_a_circle():
     for name in sorted(graph):
         walk(name, name, [name])
     assert circles == []
+
+
+def test_the_plugin_loads_no_collector_until_a_run_collects():
+    # A replayed run and every xdist worker judge an evidence file: importing ldap3, pywinrm and requests was
+    # most of such a process's start.
+    script = (
+        "import json, sys\nimport exchange_compliance.plugin\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {IO_LIBRARIES!r})))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env={"PYTHONPATH": str(REPO)}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []

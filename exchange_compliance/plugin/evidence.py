@@ -13,10 +13,7 @@ from pathlib import Path
 import pytest
 
 from .. import snapshot
-from ..collect import collect_org
-from ..collect.kerberos import KerberosFailed
-from ..collect.ldap import DirectoryError, DirectoryUnreachable
-from ..config import ConfigError, NotifySettings, load_org_config
+from ..config import ConfigError, NotifySettings, OrgConfig, load_org_config
 from ..facts import OrgFacts
 from ..snapshot import SnapshotError
 from .options import RunOptions
@@ -59,7 +56,15 @@ def load(
             insecure = org_config.insecure_settings()
             for line in insecure:
                 warn(f"warning: {line}")
-            facts = collect_org(org_config, say, servers=False) if listing else collect_org(org_config, say)
+            collected = _collect(org_config, say, listing)
+            if isinstance(collected, str):
+                # Not pytest.exit: the session goes on with no test, so the report and latest.json say why, and
+                # yesterday's report is not left looking like today's.
+                warn(f"the org could not be checked: {collected}")
+                return LoadedFacts(
+                    None, display_name=display_name, keep=keep, unreachable=collected, notify=notify, insecure=insecure
+                )
+            facts = collected
         if listing:
             return LoadedFacts(facts, None, display_name, keep)
         with writing(options.report_dir):
@@ -68,14 +73,28 @@ def load(
             publish(options.report_dir / "latest-facts.json", text)
     except (ConfigError, SnapshotError, ReportsError) as exc:
         raise pytest.UsageError(str(exc)) from None
-    except (DirectoryUnreachable, DirectoryError, KerberosFailed) as exc:
-        # Not pytest.exit: the session goes on with no test, so the report and latest.json say why, and
-        # yesterday's report is not left looking like today's.
-        warn(f"the org could not be checked: {exc}")
-        return LoadedFacts(
-            None, display_name=display_name, keep=keep, unreachable=str(exc), notify=notify, insecure=insecure
-        )
     return LoadedFacts(facts, evidence, display_name, keep, notify=notify, insecure=insecure)
+
+
+def collect_org(org_config: OrgConfig, say: Callable[[str], None], **options: bool) -> OrgFacts:
+    """collect.collect_org. The collectors (ldap3, pywinrm, requests) are imported here, for a live run only: a
+    replayed run and every xdist worker judge an evidence file, and importing them was most of such a process's
+    start."""
+    from ..collect import collect_org as collect
+
+    return collect(org_config, say, **options)
+
+
+def _collect(org_config: OrgConfig, say: Callable[[str], None], listing: bool) -> OrgFacts | str:
+    """The org's facts (`listing`: the servers' names only, none contacted), or why it could not be checked at
+    all: no DC bound, the read referred or broken off, the KDC's refusal."""
+    from ..collect.kerberos import KerberosFailed
+    from ..collect.ldap import DirectoryError, DirectoryUnreachable
+
+    try:
+        return collect_org(org_config, say, servers=False) if listing else collect_org(org_config, say)
+    except (DirectoryUnreachable, DirectoryError, KerberosFailed) as exc:
+        return str(exc)
 
 
 def load_on_worker(handoff: Handoff, replayed: OrgFacts | None) -> LoadedFacts:

@@ -12,6 +12,7 @@ written there too, as latest.html).
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Generator
 from datetime import UTC, date, datetime
@@ -117,6 +118,12 @@ class ComplianceRun:
             listing=self.listing,
         )
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        # The facts and the collected tests live as long as the run. Frozen, they are left out of the garbage
+        # collector's full passes, which walk every live object each time enough new ones have piled up: with them,
+        # a third of a 2,000-row run's CPU time went to those passes.
+        gc.freeze()
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: object) -> None:
         workers.send(node, self.loaded.evidence_path, self.today)
@@ -216,6 +223,9 @@ class ComplianceRun:
             terminalreporter.write_line(detail)  # type: ignore[attr-defined]
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        # pytest then collects garbage five times over to report what it finalizes; the run's objects are not
+        # garbage until the process ends, so they need not be walked five times more.
+        gc.freeze()
         if self.tool_outputs is not None:
             self.tool_outputs.remove()
         if not self.is_controller or (self.results_path is None and self.write_error is None):
