@@ -32,6 +32,7 @@ from .terminal import failure_text, headline
 
 VERDICT = pytest.StashKey[Verdict]()
 DEFAULT_REPORTCHARS = "fE"  # pytest's default for -r
+IDLE_PLUGINS = ("hypothesispytest", "benchmark")
 
 
 def requirement(requirement_id: str) -> pytest.MarkDecorator:
@@ -53,6 +54,12 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     config.stash[RUN] = run
     config.pluginmanager.register(run, "exchange-compliance-run")
+    # A compliance run is not a test suite: the development extras' plugins (property tests, benchmarks) and
+    # pytest-html (the report is the suite's own) have nothing to do in it, and their hooks on every test were a
+    # quarter of a 2,000-row run.
+    for name in IDLE_PLUGINS + (() if getattr(config.option, "htmlpath", None) else ("html",)):
+        if config.pluginmanager.has_plugin(name):
+            config.pluginmanager.set_blocked(name)
     if config.option.reportchars == DEFAULT_REPORTCHARS:
         # pytest's short summary would name every failure again, by test function: the failures are said above in
         # the report's words and the verdict line names what blocks. `-r` given on the command line still counts.
