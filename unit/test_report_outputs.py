@@ -332,3 +332,16 @@ def test_many_different_failures_keep_the_reason_short():
         "no checked Exchange server answered: WinRM on EX01: odd failure #0; WinRM on EX02: odd failure #1; "
         "and 499 more reasons"
     )
+
+
+def test_two_runs_within_one_second_write_files_of_their_own(tmp_path):
+    from datetime import UTC, datetime
+
+    from exchange_compliance.plugin.run import run_stamp
+
+    started = datetime(2026, 11, 22, 2, 30, 0, 400000, tzinfo=UTC)
+    assert run_stamp(started, tmp_path) == "20261122-023000"
+    (tmp_path / "20261122-023000.json").write_text("{}")  # a run a moment ago, in the same second
+    assert run_stamp(started, tmp_path) == "20261122-023001"
+    (tmp_path / "20261122-023001-facts.json").write_text("{}")
+    assert run_stamp(started, tmp_path) == "20261122-023002"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Generator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,20 @@ from .run_verdict import JudgedRun, exit_status, fit, judge_rows
 FREEZE_EVERY = 1000
 
 
+STAMP = "%Y%m%d-%H%M%S"
+
+
+def run_stamp(started: datetime, report_dir: Path) -> str:
+    """The stamp of a run's files: when it started, to the second, and later than every run already in the
+    directory. Two runs within one second (a small org takes less) would otherwise write the same files, and the
+    second would take the first for no earlier run."""
+    stamp = started.strftime(STAMP)
+    newest = next(iter(history.stamps(report_dir)), None)
+    if newest is not None and newest >= stamp:
+        stamp = (datetime.strptime(newest, STAMP) + timedelta(seconds=1)).strftime(STAMP)
+    return stamp
+
+
 class ComplianceRun:
     def __init__(
         self,
@@ -46,7 +60,7 @@ class ComplianceRun:
         self.replayed = replayed  # --org-snapshot's facts, read with the options
         self.handoff = handoff  # on an xdist worker, what the controller sent
         self.started = datetime.now(UTC)
-        self.stamp = self.started.strftime("%Y%m%d-%H%M%S")
+        self.stamp = run_stamp(self.started, options.report_dir) if handoff is None else self.started.strftime(STAMP)
         # Waivers expire by the calendar of whoever runs the suite; workers take the controller's day.
         self.today = handoff.today if handoff is not None else date.today()
         self.loaded = evidence.LoadedFacts(replayed)
