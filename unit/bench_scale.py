@@ -15,7 +15,9 @@ measures:
   per row, serial and with `-n 2`;
 - `report_open_s`: the report from navigation to its load event in headless Chromium (unit/test_report_browser's
   measure), and `report_open_ratio` against a 6-server report of the same org measured in the same run;
-- `peak_rss_mb`: the peak RSS of the suite's process, in the live run and in the serial replay.
+- `peak_rss_mb`: the peak RSS of the suite's process, in the live run and in the serial replay;
+- the same in the steady state of nightly runs (`*_30_runs_kept`): a live run and a serial replay whose reports
+  directory holds 29 earlier runs of the org (copies of the first live run's results), which each run reads.
 
 With `--repeat K` every measure but the lab's start is taken K times and the median printed. Lab runs need root
 and a network namespace of their own (the lab binds fixed loopback addresses and ports).
@@ -140,6 +142,20 @@ def rows_of(reports: Path) -> int:
     return len(json.loads((reports / "latest.json").read_text())["rows"])
 
 
+def keep_earlier_runs(results: Path, folder: Path, count: int = 29) -> Path:
+    """`folder` holding `count` earlier runs of the org: the results document `results` once a day before."""
+    from datetime import UTC, datetime, timedelta
+
+    document = json.loads(results.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    first = datetime.now(UTC) - timedelta(days=count + 1)
+    for day in range(count):
+        started = first + timedelta(days=day)
+        document["started"] = started.isoformat()
+        (folder / f"{started:%Y%m%d-%H%M%S}.json").write_text(json.dumps(document, indent=1))
+    return folder
+
+
 def one_server_seconds() -> float:
     """T: the suite's collection of one healthy server (its probe and its 444 handshake at once, as for every
     server of an org), after reading the directory to find it."""
@@ -233,6 +249,17 @@ def main(argv: list[str] | None = None) -> int:
             reports = work / f"live-{attempt}" / "lab"
             rows = rows_of(reports)
             facts = reports / "latest-facts.json"
+            kept = keep_earlier_runs(reports / "latest.json", work / f"kept-{attempt}" / "lab").parent
+            again = run_measured(suite("--org", "lab", "--reports-dir", str(kept)), env=suite_env())
+            assert again["status"] in (0, 1), again["output"][-3000:]
+            keep("peak_rss_mb_live_30_runs_kept", again["rss_mb"])
+            kept_replay = keep_earlier_runs(reports / "latest.json", work / f"kept-replay-{attempt}" / "lab").parent
+            replay = run_measured(
+                suite("--org-snapshot", str(facts), "--reports-dir", str(kept_replay)), env=suite_env()
+            )
+            assert replay["status"] in (0, 1), replay["output"][-3000:]
+            keep("judge_report_ms_per_row_serial_30_runs_kept", replay["wall_s"] * 1000 / rows)
+            keep("peak_rss_mb_replay_30_runs_kept", replay["rss_mb"])
             for label, extra in (("serial", ()), ("xdist_2", ("-n", "2"))):
                 replay = run_measured(
                     suite("--org-snapshot", str(facts), "--reports-dir", str(work / f"{label}-{attempt}"), *extra),
@@ -281,12 +308,18 @@ def main(argv: list[str] | None = None) -> int:
         "judge_report_ms_per_row": {
             "serial": median("judge_report_ms_per_row_serial"),
             "xdist_2": median("judge_report_ms_per_row_xdist_2"),
+            "serial_30_runs_kept": median("judge_report_ms_per_row_serial_30_runs_kept"),
         },
         "report_open_s": opened,
         "report_open_6_servers_s": small_opened,
         "report_open_ratio": round(opened / small_opened, 2) if opened and small_opened else None,
         "report_mb": median("report_mb"),
-        "peak_rss_mb": {"live": median("peak_rss_mb_live", 0), "replay": median("peak_rss_mb_replay", 0)},
+        "peak_rss_mb": {
+            "live": median("peak_rss_mb_live", 0),
+            "replay": median("peak_rss_mb_replay", 0),
+            "live_30_runs_kept": median("peak_rss_mb_live_30_runs_kept", 0),
+            "replay_30_runs_kept": median("peak_rss_mb_replay_30_runs_kept", 0),
+        },
     }
     print(json.dumps(result))
     return 0
