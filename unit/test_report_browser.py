@@ -121,22 +121,29 @@ def test_the_failing_rows_are_in_the_page_and_the_rest_made_when_opened(faulty_r
     assert re.search(r'<details class="excomp-rows" id="rows-passed"[^>]*>', dom).group(0).count("open") == 0
 
 
-def test_filtering_the_rows_and_opening_one(faulty_report, tmp_path):
-    # A page that drives the report in a frame as a person would, then copies the frame's DOM out of it.
+def driven(report: Path, actions: str, tmp_path: Path) -> str:
+    """The report's DOM (up to its data) after `actions`, a script run on its document `d` once it has loaded, as
+    a person would click and type: a page drives it in a frame, then copies the frame's DOM out of it."""
     driver = tmp_path / "driver.html"
     driver.write_text(
         '<!DOCTYPE html><html><body><iframe id="f"></iframe><script>'
         "const f = document.getElementById('f');"
-        "f.onload = () => { const d = f.contentDocument; const box = d.getElementById('row-filter');"
-        "box.value = 'ews-01'; box.dispatchEvent(new Event('input'));"
-        "d.querySelector('#rows-passed tbody.results-table-row:not(.hidden) tr.collapsible').click();"
-        "const out = document.createElement('pre'); out.id = 'dom'; out.textContent = d.documentElement.outerHTML;"
-        "document.body.appendChild(out); };"
-        f"f.src = {(faulty_report.reports / 'latest.html').as_uri()!r};</script></body></html>"
+        f"f.onload = () => {{ const d = f.contentDocument; {actions}"
+        "setTimeout(() => { const out = document.createElement('pre'); out.id = 'dom';"  # after the events it queued
+        "out.textContent = d.documentElement.outerHTML; document.body.appendChild(out); }, 100); };"
+        f"f.src = {report.as_uri()!r};</script></body></html>"
     )
-    dom = unescape(re.search(r'<pre id="dom">(.*?)</pre>', chromium(
-        "--allow-file-access-from-files", "--virtual-time-budget=5000", "--dump-dom", driver.as_uri(),
-        profile=tmp_path / "profile"), re.S).group(1)).split('id="excomp-data"')[0]  # fmt: skip
+    dom = chromium("--allow-file-access-from-files", "--virtual-time-budget=5000", "--dump-dom", driver.as_uri(),
+                   profile=tmp_path / "profile")  # fmt: skip
+    return unescape(re.search(r'<pre id="dom">(.*?)</pre>', dom, re.S).group(1)).split('id="excomp-data"')[0]
+
+
+def test_filtering_the_rows_and_opening_one(faulty_report, tmp_path):
+    actions = (
+        "const box = d.getElementById('row-filter'); box.value = 'ews-01'; box.dispatchEvent(new Event('input'));"
+        "d.querySelector('#rows-passed tbody.results-table-row:not(.hidden) tr.collapsible').click();"
+    )
+    dom = driven(faulty_report.reports / "latest.html", actions, tmp_path)
     rows = re.findall(r'<tbody class="(results-table-row[^"]*)"[^>]*>(.*?)</tbody>', dom, re.S)
     shown = [html for classes, html in rows if "hidden" not in classes]
     assert shown and all("EWS-01" in html for html in shown)  # the filter matched the requirement's rows only
