@@ -133,11 +133,14 @@ def test_the_previous_run_is_the_newest_judged_one_and_last_is_the_newest_of_any
     assert history.read(tmp_path, ORG, "20261101-023000") == history.History((), None)
 
 
-def test_the_runs_share_their_keys_and_outcomes(tmp_path):
-    # 30 kept runs of a 1,000-server org are 300,000 outcomes: one copy of each key and outcome, not one a run.
+def test_the_history_holds_little(tmp_path):
+    # 30 kept runs of a 1,000-server org are 300,000 outcomes: one copy of each key and outcome, not one a run;
+    # and of the previous run's document, the failing rows (all that "since last run" compares).
     for day in (1, 2):
         write_run(tmp_path, day, {BE02: "failed", EWS01: "passed"})
-    first, second = history.read(tmp_path, ORG, THIS_RUN).runs
+    found = history.read(tmp_path, ORG, THIS_RUN)
+    assert [(r["requirement"], r["outcome"]) for r in found.previous["rows"]] == [("BE-02", "failed")]  # type: ignore[index]
+    first, second = found.runs
     assert first.outcomes == second.outcomes
     for (key_1, outcome_1), (key_2, outcome_2) in zip(first.outcomes.items(), second.outcomes.items(), strict=True):
         assert key_1 is key_2 and outcome_1 is outcome_2
