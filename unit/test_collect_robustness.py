@@ -478,3 +478,16 @@ def test_an_org_whose_probe_takes_seconds_is_probed_all_at_once_by_default(org, 
     assert all(isinstance(facts.probes[name], ServerProbe) for name in names)
     assert peak == len(names)
     assert config.max_workers >= 200
+
+
+def test_a_probe_that_ended_is_closed_with_its_shell_alone(org):
+    # Deleting the shell ends the command that ran in it: the Signal is for a command still running.
+    actions: list[str] = []
+
+    def recorded(action: str) -> Reply:
+        actions.append(action)
+        return healthy(action)
+
+    config = load_org_config(org({"EX01": recorded}))
+    assert isinstance(winrm.run_probe(f"ex01.{DOMAIN}", config, config.winrm_credentials()), ServerProbe)
+    assert actions == ["Create", "Command", "Receive", "Delete"]
