@@ -448,30 +448,32 @@ def test_the_environment_is_read_once_per_server_and_its_proxy_still_used(org, m
     winrm.run_probe(f"ex01.{DOMAIN}", config, config.winrm_credentials())
     assert reads <= 2  # when pywinrm builds the session; not again for each of the probe's requests
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.contoso.test:3128")
-    protocol = winrm.open_protocol(f"ex01.{DOMAIN}", config, config.winrm_credentials())
-    assert protocol.transport.session.proxies.get("http") == "http://proxy.contoso.test:3128"
+    session = winrm.open_protocol(f"ex01.{DOMAIN}", config, config.winrm_credentials()).transport.build_session()
+    assert session.proxies.get("http") == "http://proxy.contoso.test:3128" and not session.trust_env
     monkeypatch.setenv("NO_PROXY", "127.0.77.1")
-    protocol = winrm.open_protocol(f"ex01.{DOMAIN}", config, config.winrm_credentials())
-    assert "http" not in protocol.transport.session.proxies
+    session = winrm.open_protocol(f"ex01.{DOMAIN}", config, config.winrm_credentials()).transport.build_session()
+    assert "http" not in session.proxies
 
 
 def test_an_org_whose_probe_takes_seconds_is_probed_all_at_once_by_default(org, monkeypatch):
     # A real server spends seconds in PowerShell before its probe answers: with the default [collection]
     # max_workers every server of a 200-server org waits at once, not in batches behind each other.
-    lock, running, peak = threading.Lock(), 0, 0
+    names = [f"EX{number:02d}" for number in range(1, 41)]
+    arrived = threading.Condition()
+    running = peak = 0
 
     def seconds_of_powershell(action: str) -> Reply:
+        # Each Receive is held until every server's has come (as long as it takes; at most 10 s, which with the
+        # old default of 16 workers is what the first 16 waited before answering, and the test failed).
         nonlocal running, peak
         if action == "Receive":
-            with lock:
+            with arrived:
                 running += 1
                 peak = max(peak, running)
-            time.sleep(0.5)
-            with lock:
-                running -= 1
+                arrived.notify_all()
+                arrived.wait_for(lambda: peak == len(names), timeout=10)
         return healthy(action)
 
-    names = [f"EX{number:02d}" for number in range(1, 41)]
     config = load_org_config(org(dict.fromkeys(names, seconds_of_powershell)))
     stub_directory(monkeypatch, *names)
     facts = collect.collect_org(config)

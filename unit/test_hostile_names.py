@@ -173,9 +173,9 @@ def test_symlinked_report_files_are_replaced_never_written_through_and_pruning_t
     assert (folder / f"{old}.json").is_symlink() and (folder / f"{old}-facts.json").is_symlink()
     assert (folder / f"{old}.xml").is_dir()
     assert not [path.name for path in folder.iterdir() if path.name.startswith(".")]  # no temporary file left
-    assert list(private_tmp.iterdir()) == []  # pytest-html's and junitxml's private directory is gone
+    assert list(private_tmp.iterdir()) == []  # the report's and junitxml's private directory is gone
     assert f"report:   {folder / 'latest.html'}" in run.stdout
-    assert f"Generated html report: {(folder / 'latest.html').as_uri()}" in run.stdout
+    assert "Generated html report" not in run.stdout  # the report is the suite's own: pytest-html writes none
 
 
 def test_a_user_given_html_path_is_written_there_and_not_copied(suite, pytester):

@@ -32,7 +32,7 @@ from .terminal import failure_text, headline
 
 VERDICT = pytest.StashKey[Verdict]()
 DEFAULT_REPORTCHARS = "fE"  # pytest's default for -r
-IDLE_PLUGINS = ("hypothesispytest", "benchmark")
+IDLE_PLUGINS = ("hypothesispytest", "benchmark", "html")
 
 
 def requirement(requirement_id: str) -> pytest.MarkDecorator:
@@ -55,9 +55,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RUN] = run
     config.pluginmanager.register(run, "exchange-compliance-run")
     # A compliance run is not a test suite: the development extras' plugins (property tests, benchmarks) and
-    # pytest-html (the report is the suite's own) have nothing to do in it, and their hooks on every test were a
-    # quarter of a 2,000-row run.
-    for name in IDLE_PLUGINS + (() if getattr(config.option, "htmlpath", None) else ("html",)):
+    # pytest-html (the report is the suite's own, written where --html says) have nothing to do in it, and their
+    # hooks on every test were a quarter of a 2,000-row run.
+    for name in IDLE_PLUGINS:
         if config.pluginmanager.has_plugin(name):
             config.pluginmanager.set_blocked(name)
     if config.option.reportchars == DEFAULT_REPORTCHARS:

@@ -139,15 +139,19 @@ def write(judged: JudgedRun, report_dir: Path, stamp: str, evidence: Path | None
 class ToolOutputs:
     """The report's and junitxml's files, written into a private temporary directory (mode 0700, in the system's
     temporary directory, where nobody else can swap a file for a symlink while the run goes on), then published as
-    latest.* and <stamp>.*. A path the user gave (--junitxml) is left to them."""
+    latest.* and <stamp>.*. A path the user gave (--html, --junitxml) is left to them."""
 
     folder: Path
     written: dict[str, Path] = field(default_factory=dict)  # suffix (".html", ".xml") -> where the tool writes it
+    user_report: Path | None = None  # --html: where the report goes instead
 
     @classmethod
     def redirect(cls, option: object) -> ToolOutputs:
         outputs = cls(Path(tempfile.mkdtemp(prefix="exchange-compliance-")))
-        outputs.written[".html"] = outputs.folder / "latest.html"  # the report (html.write)
+        if getattr(option, "htmlpath", None):
+            outputs.user_report = Path(option.htmlpath)  # type: ignore[attr-defined]
+        else:
+            outputs.written[".html"] = outputs.folder / "latest.html"  # the report (html.write)
         if not getattr(option, "xmlpath", None):
             outputs.written[".xml"] = outputs.folder / "latest.xml"
             option.xmlpath = str(outputs.written[".xml"])  # type: ignore[attr-defined]
@@ -155,8 +159,8 @@ class ToolOutputs:
 
     @property
     def report(self) -> Path:
-        """Where the run writes its report, before it is published as latest.html."""
-        return self.written[".html"]
+        """Where the run writes its report: --html's path, or where it waits to be published as latest.html."""
+        return self.user_report or self.written[".html"]
 
     def publish(self, config: pytest.Config, report_dir: Path, stamp: str) -> None:
         """latest.html and latest.xml, with their timestamped copies, from what was written at session finish."""
