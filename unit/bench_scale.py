@@ -160,7 +160,8 @@ def one_server_seconds() -> float:
     """T: the suite's collection of one healthy server (its probe and its 444 handshake at once, as for every
     server of an org), after reading the directory to find it."""
     from exchange_compliance.collect import collect_servers
-    from exchange_compliance.collect.ldap import DirectoryReader, close, open_connection
+    from exchange_compliance.collect.directory import DirectoryReader
+    from exchange_compliance.collect.ldap import close, open_connection
     from exchange_compliance.config import load_org_config
 
     config = load_org_config(REPO / "orgs" / "lab.toml")

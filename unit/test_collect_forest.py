@@ -12,8 +12,10 @@ import pytest
 from fake_dc import SEARCH_DONE, FakeDC, Request, entry, message, org_answer
 from fake_forest import CHILD, CHILD_SID, ROOT, ROOT_SID, FakeSource, forest
 
+from exchange_compliance.collect import directory as reader_module
 from exchange_compliance.collect import ldap
-from exchange_compliance.collect.ldap import DirectoryReader
+from exchange_compliance.collect.directory import DirectoryReader
+from exchange_compliance.collect.forest import Forest
 from exchange_compliance.collect.values import sid_to_bytes
 from exchange_compliance.facts import Directory
 from exchange_compliance.judge.rights import exchange_group_membership, token_serialization_not_denied
@@ -53,15 +55,17 @@ def read(
         else "dc01:3269: refused",
         FakeSource(entries["child"], tokens=child_tokens) if child else "dc11.child.contoso.test:636: timed out",
     )
-    monkeypatch.setattr(ldap, "pipelined_reads", lambda connection, dns, attributes: connection.base_reads(dns))
+    monkeypatch.setattr(
+        reader_module, "pipelined_reads", lambda connection, dns, attributes: connection.base_reads(dns)
+    )
     reader = DirectoryReader(main, ROOT, sources)  # type: ignore[arg-type]
-    monkeypatch.setattr(reader, "_search", _rooted(reader))
+    monkeypatch.setattr(reader, "search", _rooted(reader))
     return reader.read(), reader, sources
 
 
 def _rooted(reader: DirectoryReader):
     """The rootDSE of the fake DC (the reader's first search) and every other search as it is."""
-    search = reader._search
+    search = reader.search
 
     def answer(base: str, search_filter: str, scope: str, attributes: list[str], **kwargs: object) -> list[dict]:
         if base == "" and scope == ldap3.BASE:
@@ -109,10 +113,10 @@ def test_the_collected_forest_is_judged_across_domains(monkeypatch: pytest.Monke
 def test_the_listed_dcs_of_a_domain_are_tried_first(monkeypatch: pytest.MonkeyPatch) -> None:
     entries = forest()
     sources = FakeSources("refused", "refused", servers=("dc01.contoso.test", "dc12.child.contoso.test"))
-    monkeypatch.setattr(ldap, "pipelined_reads", lambda connection, dns, attributes: {})
+    monkeypatch.setattr(reader_module, "pipelined_reads", lambda connection, dns, attributes: {})
     reader = DirectoryReader(FakeSource(entries["config"] + entries["root"]), ROOT, sources)  # type: ignore[arg-type]
-    monkeypatch.setattr(reader, "_search", _rooted(reader))
-    forest_reader = ldap._Forest(reader, f"CN=Configuration,{ROOT}", ROOT)
+    monkeypatch.setattr(reader, "search", _rooted(reader))
+    forest_reader = Forest(reader, f"CN=Configuration,{ROOT}", ROOT)
     child = next(d for d in forest_reader.partitions if d.netbios_name == "CHILD")
     assert forest_reader._domain_source(child, forest_reader._controllers()) == (
         "no DC of child.contoso.test answered: refused"

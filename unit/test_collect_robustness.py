@@ -365,7 +365,8 @@ class FakeConnection:
 
 
 def read_error(connection: FakeConnection) -> str:
-    from exchange_compliance.collect.ldap import DirectoryError, DirectoryReader
+    from exchange_compliance.collect.directory import DirectoryReader
+    from exchange_compliance.collect.ldap import DirectoryError
 
     with pytest.raises(DirectoryError) as caught:
         DirectoryReader(connection).read()

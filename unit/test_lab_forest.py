@@ -12,7 +12,8 @@ import time
 from lab_org import REPO, lab_up, needs_lab, outcomes, run_suite
 
 from exchange_compliance.collect import collect_org
-from exchange_compliance.collect.ldap import DirectoryReader, Sources, close, open_connection
+from exchange_compliance.collect.directory import DirectoryReader
+from exchange_compliance.collect.ldap import Sources, close, open_connection
 from exchange_compliance.config import load_org_config
 from exchange_compliance.judge.access import computer_account, token_mismatch, unresolved_groups
 

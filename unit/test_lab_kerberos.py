@@ -19,7 +19,8 @@ from lab_org import LAB_ROOT, lab_up, needs_lab, outcomes, run_suite
 from test_kerberos import make_keytab
 
 from exchange_compliance.collect import kerberos, ldap_kerberos
-from exchange_compliance.collect.ldap import DirectoryReader, open_connection
+from exchange_compliance.collect.directory import DirectoryReader
+from exchange_compliance.collect.ldap import open_connection
 from exchange_compliance.config import load_org_config
 from exchange_compliance.lab import control
 from exchange_compliance.lab.layout import AUDIT_ACCOUNT, REALM, LabLayout

@@ -14,7 +14,8 @@ from ..config import Credentials, OrgConfig
 from ..facts import Directory, ExchangeServer, Handshake, OrgFacts, ServerProbe, Unavailable
 from ..text import one_line
 from . import kerberos
-from .ldap import DirectoryError, DirectoryReader, Sources, close, open_connection
+from .directory import DirectoryReader
+from .ldap import DirectoryError, Sources, close, open_connection
 from .tls import BACKEND_PORT, HandshakeFailed, fetch_certificate
 from .winrm import ProbeFailed, check_transport, run_probe, timed_out
 
