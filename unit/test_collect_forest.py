@@ -183,3 +183,38 @@ def test_token_groups_reads_are_sent_without_waiting_and_matched_by_message_id()
     assert len(found) == 40
     for i, dn in enumerate(dns, 1):
         assert found[dn.lower()]["raw_attributes"]["tokenGroups"] == [sid_to_bytes(f"{ROOT_SID}-{i}")]
+
+
+def test_token_groups_reads_go_on_past_a_slow_answer() -> None:
+    # The DC holds its answer to the first read until it has received every other one. Reads sent in batches (send
+    # PIPELINE, wait for all their answers, send the next) would wait for it until the receive timeout; a sliding
+    # window sends the next read as each answer arrives, so the other 199 go out while the first is outstanding.
+    dns = [f"CN=EX{i:03d},CN=Computers,{ROOT}" for i in range(1, 201)]
+    held: list[Request] = []
+    counts = {"received": 0, "answered": 0}
+
+    def answered(request: Request) -> list[bytes]:
+        index = int(request.target.split(",")[0][5:])
+        counts["answered"] += 1
+        tokens = [sid_to_bytes(f"{ROOT_SID}-{index}")]
+        return [message(request.id, entry(request.target, tokenGroups=tokens)), message(request.id, SEARCH_DONE)]
+
+    def answer(request: Request) -> list[bytes]:
+        if request.operation != "search":
+            return org_answer(request)  # type: ignore[return-value]
+        counts["received"] += 1
+        if not held:
+            held.append(request)
+            return []
+        replies = answered(request)
+        if counts["received"] == len(dns):
+            replies += answered(held[0])
+        return replies
+
+    with FakeDC(answer) as dc:
+        connection = ldap3.Connection(ldap3.Server("127.0.0.1", port=dc.port, get_info=ldap3.NONE), receive_timeout=3)
+        connection.open()
+        found = ldap.pipelined_reads(connection, dns, ["tokenGroups"])
+        connection.unbind()
+    assert len(found) == 200 and counts["answered"] == 200
+    assert found[dns[0].lower()]["raw_attributes"]["tokenGroups"] == [sid_to_bytes(f"{ROOT_SID}-1")]

@@ -27,8 +27,8 @@ class DirectoryReader:
         self.base_dn = base_dn
         self.sources = sources
         self.main_name = sources.main_name if sources is not None else "the directory server"
-        # Searches waited for, on every connection: a pipelined batch of base reads counts once (round_trips), each
-        # read in it once (pipelined).
+        # Searches waited for, on every connection (round_trips): pipelined base reads count once per window's worth
+        # (PIPELINE reads in flight), each read once (pipelined_reads).
         self.round_trips = 0
         self.pipelined_reads = 0
 

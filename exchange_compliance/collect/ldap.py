@@ -7,6 +7,7 @@ What is read, and how it is decoded, is directory.py, forest.py and decode.py.""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 import ssl
 import warnings
@@ -352,43 +353,53 @@ def pipelined_reads(connection: ldap3.Connection, dns: list[str], attributes: li
     """A base-scope read of each DN (lower-cased in the result; absent: no such object), sent without waiting for
     the answers to the ones before: LDAP allows several requests outstanding on one connection and tags each
     answer with its request's message ID. ldap3's synchronous strategy waits for each answer in turn, so the
-    requests are sent with its `send` and the answers read with its own receiver and decoder."""
+    requests are sent with its `send` and the answers read with its own receiver and decoder.
+
+    A sliding window of PIPELINE requests: as each read is answered the next is sent, so one slow answer holds up
+    no other (in batches, every batch would wait for its slowest answer before the next went out)."""
     strategy = connection.strategy
     found: dict[str, dict] = {}
-    for start in range(0, len(dns), PIPELINE):
-        waiting: dict[int, tuple[str, list[dict]]] = {}
-        try:
-            for dn in dns[start : start + PIPELINE]:
-                request = search_operation(
-                    dn, "(objectClass=*)", ldap3.BASE, ldap3.DEREF_NEVER, attributes, 0, 0, False, False,
-                    connection.auto_encode, None, validator=None, check_names=False,
-                )  # fmt: skip
-                waiting[connection.send("searchRequest", request, None)] = (dn, [])
-            while waiting:
-                messages = strategy.receiving()
-                if not messages:
-                    raise LDAPSessionTerminatedByServerError("session terminated by server")
-                for raw in messages:
-                    message = decode_message_fast(raw)
-                    answer = strategy.decode_response_fast(message)
-                    dn, answers = waiting.get(int(message["messageID"]), ("", None))  # type: ignore[assignment]
-                    if answers is None:
-                        raise LDAPSocketReceiveError(f"an answer to no request (message ID {message['messageID']})")
-                    if answer["type"] != "searchResDone":
-                        answers.append(answer)
-                        continue
-                    del waiting[int(message["messageID"])]
-                    strategy._outstanding.pop(int(message["messageID"]), None)
-                    entries = _entries(answer, answers, dn, ldap3.BASE)
-                    if entries:
-                        found[dn.lower()] = entries[0]
-        except DirectoryError:
-            raise
-        except Exception as exc:  # as search_entries: a broken connection or an undecodable answer is one line
-            raise DirectoryError(f"reading tokenGroups failed: {_reason(exc, '', 'search')}") from None
-        finally:
-            for message_id in waiting:  # ldap3 keeps each request sent until its answer is fetched
-                strategy._outstanding.pop(message_id, None)
+    waiting: dict[int, tuple[str, list[dict]]] = {}
+    unsent = iter(dns)
+
+    def send(dn: str) -> None:
+        request = search_operation(
+            dn, "(objectClass=*)", ldap3.BASE, ldap3.DEREF_NEVER, attributes, 0, 0, False, False,
+            connection.auto_encode, None, validator=None, check_names=False,
+        )  # fmt: skip
+        waiting[connection.send("searchRequest", request, None)] = (dn, [])
+
+    try:
+        for dn in itertools.islice(unsent, PIPELINE):
+            send(dn)
+        while waiting:
+            messages = strategy.receiving()
+            if not messages:
+                raise LDAPSessionTerminatedByServerError("session terminated by server")
+            for raw in messages:
+                message = decode_message_fast(raw)
+                answer = strategy.decode_response_fast(message)
+                dn, answers = waiting.get(int(message["messageID"]), ("", None))  # type: ignore[assignment]
+                if answers is None:
+                    raise LDAPSocketReceiveError(f"an answer to no request (message ID {message['messageID']})")
+                if answer["type"] != "searchResDone":
+                    answers.append(answer)
+                    continue
+                del waiting[int(message["messageID"])]
+                strategy._outstanding.pop(int(message["messageID"]), None)
+                entries = _entries(answer, answers, dn, ldap3.BASE)
+                if entries:
+                    found[dn.lower()] = entries[0]
+                following = next(unsent, None)
+                if following is not None:
+                    send(following)
+    except DirectoryError:
+        raise
+    except Exception as exc:  # as search_entries: a broken connection or an undecodable answer is one line
+        raise DirectoryError(f"reading tokenGroups failed: {_reason(exc, '', 'search')}") from None
+    finally:
+        for message_id in waiting:  # ldap3 keeps each request sent until its answer is fetched
+            strategy._outstanding.pop(message_id, None)
     return found
 
 
