@@ -5,6 +5,7 @@ answer; round trips that do not grow with the servers. And the pipelined tokenGr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import ldap3
@@ -153,6 +154,17 @@ def test_round_trips_do_not_grow_with_the_servers(monkeypatch: pytest.MonkeyPatc
 # --- pipelined base reads over a socket ----------------------------------------------------------------------
 
 
+def _read_token_groups(answer: Callable[[Request], list[bytes]], dns: list[str], timeout: int) -> dict[str, dict]:
+    """pipelined_reads of `dns` from a fake DC that answers with `answer`."""
+    with FakeDC(answer) as dc:
+        server = ldap3.Server("127.0.0.1", port=dc.port, get_info=ldap3.NONE)
+        connection = ldap3.Connection(server, receive_timeout=timeout)
+        connection.open()
+        found = ldap.pipelined_reads(connection, dns, ["tokenGroups"])
+        connection.unbind()
+    return found
+
+
 def test_token_groups_reads_are_sent_without_waiting_and_matched_by_message_id() -> None:
     # The DC answers nothing until it has every request, then answers them last first: a client that waited for
     # each answer before sending the next request would wait for ever.
@@ -175,11 +187,7 @@ def test_token_groups_reads_are_sent_without_waiting_and_matched_by_message_id()
             ]
         return replies
 
-    with FakeDC(answer) as dc:
-        connection = ldap3.Connection(ldap3.Server("127.0.0.1", port=dc.port, get_info=ldap3.NONE), receive_timeout=5)
-        connection.open()
-        found = ldap.pipelined_reads(connection, dns, ["tokenGroups"])
-        connection.unbind()
+    found = _read_token_groups(answer, dns, timeout=5)
     assert len(found) == 40
     for i, dn in enumerate(dns, 1):
         assert found[dn.lower()]["raw_attributes"]["tokenGroups"] == [sid_to_bytes(f"{ROOT_SID}-{i}")]
@@ -211,10 +219,6 @@ def test_token_groups_reads_go_on_past_a_slow_answer() -> None:
             replies += answered(held[0])
         return replies
 
-    with FakeDC(answer) as dc:
-        connection = ldap3.Connection(ldap3.Server("127.0.0.1", port=dc.port, get_info=ldap3.NONE), receive_timeout=3)
-        connection.open()
-        found = ldap.pipelined_reads(connection, dns, ["tokenGroups"])
-        connection.unbind()
+    found = _read_token_groups(answer, dns, timeout=3)
     assert len(found) == 200 and counts["answered"] == 200
     assert found[dns[0].lower()]["raw_attributes"]["tokenGroups"] == [sid_to_bytes(f"{ROOT_SID}-1")]
