@@ -17,6 +17,8 @@ from exchange_compliance.judge.access import (
     applicable_aces,
     check_right,
     computer_account,
+    covers_right,
+    decision_key,
     group_name,
     membership_chain,
     netbios_domain,
@@ -152,6 +154,28 @@ def test_matches_reference(aces: list[Ace], token: frozenset[str], right: str) -
     decision = check_right(descriptor, token, right)
     assert (decision.outcome, decision.index) == reference(descriptor, token, right)
     assert all(aces[i].is_callback and aces[i].sid in token for i in decision.unevaluated)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(random_aces, max_size=6),
+    st.lists(random_aces, max_size=3),
+    st.frozensets(st.sampled_from(SID_POOL)),
+    st.sampled_from([TS, IMP]),
+)
+def test_descriptors_of_one_decision_key_answer_every_token_alike(
+    aces: list[Ace], more: list[Ace], token: frozenset[str], right: str
+) -> None:
+    # ACL-01 checks a caller once per key: another owner, or ACEs after these that do not cover the right, must not
+    # change the key's answer; anything that changes an answer must change the key.
+    one = SecurityDescriptor(1, SE_SELF_RELATIVE | SE_DACL_PRESENT, SYSTEM, None, Acl(4, tuple(aces)), None)
+    other = SecurityDescriptor(1, SE_SELF_RELATIVE | SE_DACL_PRESENT, DA, None, Acl(4, (*aces, *more)), None)
+    alike = check_right(one, token, right) == check_right(other, token, right) and applicable_aces(
+        one, token, right
+    ) == applicable_aces(other, token, right)
+    assert alike or decision_key(one, right) != decision_key(other, right)
+    if not any(ace.sid is not None and covers_right(ace, right) and not ace.inherit_only for ace in more) and aces:
+        assert decision_key(one, right) == decision_key(other, right)
 
 
 # --- Tokens and chains ------------------------------------------------------------------------------------------

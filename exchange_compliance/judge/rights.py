@@ -7,6 +7,9 @@ object an error (FactUnavailable naming the object), never a crash of the judge.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from dataclasses import dataclass
+
 from exchange_compliance.facts import Directory, ExchangeServer, Principal
 from exchange_compliance.judge.access import (
     ARROW,
@@ -17,6 +20,7 @@ from exchange_compliance.judge.access import (
     check_right,
     computer_account,
     covers_right,
+    decision_key,
     display_name,
     domain_of,
     group_name,
@@ -35,6 +39,7 @@ from exchange_compliance.judge.access import (
     unresolved_groups,
 )
 from exchange_compliance.judge.denials import Denials, acl01_failure, membership_arguments, remove_membership
+from exchange_compliance.judge.memo import IdentityCache
 from exchange_compliance.judge.powershell import comment, quote
 from exchange_compliance.judge.security_descriptor import (
     CONTAINER_INHERIT_ACE,
@@ -114,27 +119,33 @@ def token_serialization_not_denied(directory: Directory, caller: ExchangeServer)
         ) from None
     cn, guid = right_guid(directory, TOKEN_SERIALIZATION)
     found = Denials()
-    unreadable: list[str] = []
+    plan = _acl01_targets(directory, guid)
+    unreadable = list(plan.unreadable)
     notes: list[str] = []
     unknown_tokens: dict[tuple[str, ...], list[ExchangeServer]] = {}
-    for target in directory.servers:
-        try:
-            descriptor = _descriptor(target)
-        except FactUnavailable as err:
-            unreadable.append(str(err))
-            continue
-        resource = resource_domain(directory, target)
-        gaps = token_gaps(directory, account, resource)
+    # One check per group of objects alike for the right (the decision is the same for every object in it), then
+    # the objects in their order: the evidence lists them as checking each in turn did.
+    outcomes: list[tuple[tuple[str, ...], frozenset[str], AccessDecision | None, list[tuple[int, Ace]]]] = []
+    for resource, descriptor in plan.groups:
+        gaps = tuple(token_gaps(directory, account, resource))
         if gaps:
-            unknown_tokens.setdefault(tuple(gaps), []).append(target)
+            outcomes.append((gaps, frozenset(), None, []))
             continue
         token = principal_token(directory, account, resource)
         decision = check_right(descriptor, token, guid)
-        notes += _unevaluated_note(target, decision)
-        if decision.outcome == "denied":
-            found.add(target, decision, applicable_aces(descriptor, token, guid), token)
-        elif decision.outcome == "not_granted":
-            notes.append(f"{target.name}: not granted either ({decision.reason}; see ACL-02)")
+        denied = decision.outcome == "denied"
+        outcomes.append((gaps, token, decision, applicable_aces(descriptor, token, guid) if denied else []))
+    if any(decision is None or not decision.allowed or decision.unevaluated for _, _, decision, _ in outcomes):
+        for target, group in plan.order:
+            gaps, token, decision, applicable = outcomes[group]
+            if decision is None:
+                unknown_tokens.setdefault(gaps, []).append(target)
+                continue
+            notes += _unevaluated_note(target, decision)
+            if decision.outcome == "denied":
+                found.add(target, decision, applicable, token)
+            elif decision.outcome == "not_granted":
+                notes.append(f"{target.name}: not granted either ({decision.reason}; see ACL-02)")
     who = principal_label(directory, account)
     for gaps, targets in unknown_tokens.items():
         names = ", ".join(t.name for t in targets[:LISTED]) + (
@@ -162,6 +173,48 @@ def token_serialization_not_denied(directory: Directory, caller: ExchangeServer)
         evidence = f"{who} is not denied {cn} on any of the {len(directory.servers)} Exchange server objects."
         return Verdict.passed("\n".join([evidence, *notes]), account=who, right=cn, notes=notes)
     return acl01_failure(directory, caller, account, cn, found, unreadable, notes)
+
+
+@dataclass(frozen=True)
+class _Targets:
+    """The server objects ACL-01 checks every caller against, read once per Directory and right: the objects whose
+    descriptor cannot be read (why, in server order); the groups of objects alike for the access check (the same
+    resource domain and decision_key), each with one descriptor standing for all; each object with its group."""
+
+    unreadable: tuple[str, ...]
+    groups: tuple[tuple[str | None, SecurityDescriptor], ...]
+    order: tuple[tuple[ExchangeServer, int], ...]
+
+
+def _group_targets(directory: Directory, guid: str) -> _Targets:
+    unreadable: list[str] = []
+    groups: dict[tuple[str | None, Hashable], int] = {}
+    standing: list[tuple[str | None, SecurityDescriptor]] = []
+    order: list[tuple[ExchangeServer, int]] = []
+    for target in directory.servers:
+        try:
+            descriptor = _descriptor(target)
+        except FactUnavailable as err:
+            unreadable.append(str(err))
+            continue
+        resource = resource_domain(directory, target)
+        key = (resource, decision_key(descriptor, guid))
+        if key not in groups:
+            groups[key] = len(standing)
+            standing.append((resource, descriptor))
+        order.append((target, groups[key]))
+    return _Targets(tuple(unreadable), tuple(standing), tuple(order))
+
+
+# Per Directory, by right GUID: every caller of a 1,000-server org is checked against the same objects.
+_targets: IdentityCache[Directory, dict[str, _Targets]] = IdentityCache(lambda _directory: {})
+
+
+def _acl01_targets(directory: Directory, guid: str) -> _Targets:
+    by_right = _targets(directory)
+    if guid not in by_right:
+        by_right[guid] = _group_targets(directory, guid)
+    return by_right[guid]
 
 
 def _not_cross_checked(directory: Directory, account: Principal) -> str | None:
