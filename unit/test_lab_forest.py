@@ -71,8 +71,8 @@ def test_a_global_catalog_that_does_not_answer_is_said_and_one_domain_is_still_j
 
 
 def test_round_trips_do_not_grow_with_the_number_of_servers():
-    """The whole read in round trips (a search waited for; the pipelined tokenGroups reads count once per batch of
-    64), and the search operations sent, for 3 and for 40 servers."""
+    """The whole read in round trips (a search waited for; the pipelined tokenGroups reads count once per window's
+    worth, 64), and the search operations sent, for 3 and for 40 servers."""
     figures = {}
     for count in (3, 40):
         lab_up("healthy", servers=count)

@@ -5,9 +5,10 @@ order, skip INHERIT_ONLY ACEs, and let the first ACE whose SID is in the token a
 right decide. Rights cover it with CONTROL_ACCESS (0x100) or GENERIC_ALL (which the DS generic mapping turns into
 every DS right); an object ACE covers it only when its object type is the right's GUID or it has none.
 
-Speed: ACL-01 checks every server's token against every server object (40,000 checks for 200 servers). Each
-descriptor is parsed once (security_descriptor caches by bytes), compiled once per right into the few ACEs that can
-matter, and each check is then a scan of those with set lookups. Tokens and group closures are memoised per
+Speed: ACL-01 judges every server's token on every server object (40,000 pairs for 200 servers). Each descriptor
+is parsed once (security_descriptor caches by bytes), compiled once per right into the few ACEs that can matter,
+and each check is then a scan of those with set lookups; objects whose compiled ACEs are alike share one
+decision_key, and ACL-01 checks each token once per key (rights.py). Tokens and group closures are memoised per
 Directory.
 """
 
