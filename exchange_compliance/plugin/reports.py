@@ -96,6 +96,7 @@ def write(judged: JudgedRun, report_dir: Path, stamp: str, evidence: Path | None
                 "status": verdict.status,
                 "line": judged.line,
                 "blocking": [row.where for row in verdict.blocking] + verdict.broken,
+                **verdict.selection_fields(),
             },
             "gate": {"target": str(judged.target.version), "label": judged.target.label} if judged.target else None,
             "waivers": [s.as_dict() for s in judged.waivers],

@@ -5,7 +5,8 @@ options reads the command line; evidence loads the facts (the controller collect
 evidence file workers hands them); the rows come from the tests' reports; run_verdict judges the run and sets
 its exit status (0 pass, 1 fail, 6 not checked; pytest's 4 for a usage or config error); history reads the
 org's earlier runs once, at the start (since last run, each row's failing streak, the trend); reports writes
-reports/<org>/, html latest.html, metrics latest.prom, and terminal says it; notify tells someone, last.
+reports/<org>/, html latest.html, metrics latest.prom, and terminal says it; notify tells someone, last. A partial
+run (run_verdict.Selection) writes no latest.prom and tells nobody, and later runs' history passes it over.
 junitxml writes the JUnit XML into a private directory, from which reports publishes latest.xml (and the report,
 written there too, as latest.html).
 """
