@@ -203,29 +203,42 @@ def test_since_last_run_and_notifications_previous_run_are_the_newest_whole_run(
     assert history.read(only_partial, ORG, THIS_RUN).last is None
 
 
-def test_the_trend_passes_partial_runs_over_and_they_take_their_place_in_what_is_kept():
+def test_the_trend_passes_partial_runs_over_and_they_take_no_whole_runs_place_in_what_is_kept():
     runs = tuple(
         history.PastRun(f"2026110{day}-023000", f"2026-11-0{day}T02:30:00+00:00", "fail", {("A", "x"): "failed"}, part)
-        for day, part in ((1, False), (2, False), (3, True))
+        for day, part in ((1, False), (2, False), (3, True), (4, True))
     )
-    points = history.History(runs, None).trend(30, NOW, "pass", [])
-    assert [p.started[:10] for p in points] == ["2026-11-01", "2026-11-02", "2026-11-30"]
-    # keep 3: the newest two runs stay beside this one, as the directory is pruned; of them, one is whole.
-    assert [p.started[:10] for p in history.History(runs, None).trend(3, NOW, "pass", [])] == [
-        "2026-11-02",
-        "2026-11-30",
-    ]
+    found = history.History(runs, None)
+    assert [p.started[:10] for p in found.trend(30, NOW, "pass", [])] == ["2026-11-01", "2026-11-02", "2026-11-30"]
+    # keep 3: the newest two whole runs stay beside this one (prune keeps the partial runs apart).
+    assert [p.started[:10] for p in found.trend(3, NOW, "pass", [])] == ["2026-11-01", "2026-11-02", "2026-11-30"]
+    assert [p.started[:10] for p in found.trend(2, NOW, "pass", [])] == ["2026-11-02", "2026-11-30"]
+    assert found.partial_stamps == {"20261103-023000", "20261104-023000"}
+
+
+def test_partial_runs_are_pruned_apart_from_the_whole_runs(tmp_path):
+    # An afternoon of -k runs must not prune the nightly history away: the newest `keep` of each stay.
+    whole = [f"202611{day:02d}-023000" for day in (1, 2, 3)]
+    partial = [f"202611{day:02d}-150000" for day in (3, 4, 5, 6)]
+    for stamp in whole + partial:
+        for suffix in (".json", ".html"):
+            (tmp_path / f"{stamp}{suffix}").write_text("{}")
+    history.prune(tmp_path, 2, "20261107-023000", partial)
+    assert history.stamps(tmp_path) == ["20261106-150000", "20261105-150000", "20261103-023000", "20261102-023000"]
+    # A partial current run always stays, and the whole runs keep their places.
+    history.prune(tmp_path, 1, "20261106-150000", partial)
+    assert history.stamps(tmp_path) == ["20261106-150000", "20261103-023000"]
 
 
 @pytest.fixture(scope="module")
 def with_a_partial_run(tmp_path_factory):
-    """A whole run, a `-k EX01` run and a whole run: BE-02/BE-03 on EX02 and EWS-01 on EX03 fail in both whole
-    runs; the -k run judges EX01's rows only (all pass)."""
+    """A whole run, a `-k EX01` run and a whole run, keeping 2 runs: BE-02/BE-03 on EX02 and EWS-01 on EX03 fail in
+    both whole runs; the -k run judges EX01's rows only (all pass)."""
     workdir = tmp_path_factory.mktemp("partial-history")
     org = build_org(3, ("backend-cert:EX02", "ews-http:EX03"))
     runs = []
     for args in ((), ("-k", "EX01"), ()):
-        runs.append(run_suite(workdir, org, *args))
+        runs.append(run_suite(workdir, org, "--keep-reports", "2", *args))
         assert runs[-1].ret == (0 if args else 1), runs[-1].stdout + runs[-1].stderr
         if not args:
             prom = (runs[-1].reports / "latest.prom").read_text()
@@ -233,6 +246,7 @@ def with_a_partial_run(tmp_path_factory):
             assert (runs[-1].reports / "latest.prom").read_text() == prom  # the first run's, untouched
         time.sleep(1.05)  # runs are stamped to the second
     stamps = sorted(history.stamps(runs[-1].reports))
+    assert len(stamps) == 3  # two whole runs, and the partial one apart
     documents = [json.loads((runs[-1].reports / f"{stamp}.json").read_text()) for stamp in stamps]
     return runs, documents
 

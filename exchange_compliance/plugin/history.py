@@ -19,7 +19,8 @@ count tells an admin how long a problem has really stood:
 A partial run (-k, -m, --lf, node IDs or -x judged only part of the org's rows; its verdict says `partial`) speaks
 for no row of the history: the streaks, the trend, "since last run" and notification's previous run pass it over,
 so that an admin's `-k EX01` neither ends a streak nor has the next nightly run take the rows it left out for
-fixed. Its files are kept and pruned as every run's (`kept` counts it), and it reads the history as any run does.
+fixed. Its files are pruned apart from the whole runs' (the newest `keep` of each stay: prune), so that an
+afternoon of -k runs does not prune the nightly history away; it reads the history as any run does.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -103,11 +104,16 @@ class History:
         """The newest whole run before this one, whatever its verdict (notification compares with it)."""
         return next((run for run in reversed(self.runs) if not run.partial), None)
 
+    @property
+    def partial_stamps(self) -> frozenset[str]:
+        """The stamps of the partial runs: prune counts them apart."""
+        return frozenset(run.stamp for run in self.runs if run.partial)
+
     def kept(self, keep: int) -> tuple[PastRun, ...]:
-        """The earlier whole runs among those that stay once this run is written and the directory pruned to
-        `keep` runs (partial runs take their place in the count, as their files do, and are then passed over)."""
-        stay = self.runs[len(self.runs) - (keep - 1) :] if keep > 1 else ()
-        return tuple(run for run in stay if not run.partial)
+        """The earlier whole runs that stay beside this run once it is written and the directory pruned to `keep`
+        whole runs (prune; partial runs are kept apart, and passed over)."""
+        whole = [run for run in self.runs if not run.partial]
+        return tuple(whole[len(whole) - (keep - 1) :]) if keep > 1 else ()
 
     def streaks(self, keep: int) -> dict[Key, Streak]:
         """Each row's failing streak as of the newest kept run (rows whose streak ended are absent)."""
@@ -279,9 +285,12 @@ def compare(previous: dict, rows: list[Row]) -> Changes:
     return Changes(previous.get("started", "?"), new, resolved, still, set_aside)
 
 
-def prune(report_dir: Path, keep: int, current: str) -> list[Path]:
-    """Delete the files of all but the newest `keep` runs (the current run always stays); returns what went."""
-    kept = set(stamps(report_dir)[:keep]) | {current}
+def prune(report_dir: Path, keep: int, current: str, partial: Collection[str] = ()) -> list[Path]:
+    """Delete the files of all but the newest `keep` runs (the current run always stays); returns what went.
+    Partial runs (`partial`: their stamps, the current run's too when it is one) are counted apart, the newest
+    `keep` of them kept as well: they do not take the place of the whole runs the history is made of."""
+    every = stamps(report_dir)
+    kept = {current, *[s for s in every if s not in partial][:keep], *[s for s in every if s in partial][:keep]}
     removed = []
     for stamp, path in stamped_files(report_dir):
         if stamp not in kept:

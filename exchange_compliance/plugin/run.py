@@ -214,7 +214,10 @@ class ComplianceRun:
         _without_worker_lines(session.config)
         judged = self.finish()
         try:
-            results = reports.write(judged, self.options.report_dir, self.stamp, self.loaded.evidence_path, self.keep)
+            partial = self.history.partial_stamps  # pruned apart
+            results = reports.write(
+                judged, self.options.report_dir, self.stamp, self.loaded.evidence_path, self.keep, partial
+            )
             metrics.write(judged, self.options.report_dir)
             if self.tool_outputs is not None:
                 waivers_path = self.options.waivers_path
