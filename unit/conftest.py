@@ -148,13 +148,16 @@ def report_rows(html: Path) -> list[dict]:
     return rows
 
 
-def judged_run(rows: list, *, org: str = ORG, unreachable: str | None = None, changes: object = None) -> object:
-    """A JudgedRun made in-process, for what reads one (latest.prom, notification): `rows` are results.Row."""
+def judged_run(
+    rows: list, *, org: str = ORG, unreachable: str | None = None, changes: object = None, expected: int | None = None
+) -> object:
+    """A JudgedRun made in-process, for what reads one (latest.prom, notification): `rows` are results.Row;
+    `expected`, how many rows a run of every requirement gives (more than `rows`: a partial run)."""
     from datetime import UTC, datetime
 
     from exchange_compliance.plugin.run_verdict import JudgedRun, judge_rows
 
-    verdict = judge_rows(rows, "high", False, [], unreachable)
+    verdict = judge_rows(rows, "high", False, [], unreachable, expected)
     return JudgedRun(
         org_name=org,
         display_name=None,

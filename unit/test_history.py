@@ -21,14 +21,20 @@ BE02 = ("BE-02", "EX02")
 EWS01 = ("EWS-01", "EX03")
 
 
-def write_run(folder: Path, day: int, outcomes: dict[tuple[str, str], str], status: str = "fail") -> str:
-    """An earlier run's results file, started on 2026-11-<day> at 02:30 UTC; returns its `started`."""
+def write_run(
+    folder: Path, day: int, outcomes: dict[tuple[str, str], str], status: str = "fail", partial: bool | None = None
+) -> str:
+    """An earlier run's results file, started on 2026-11-<day> at 02:30 UTC; returns its `started`. `partial`:
+    the verdict says whether the run judged only part of the org's rows (None: it does not say, as before)."""
     started = f"2026-11-{day:02d}T02:30:00+00:00"
     rows = [
         {"requirement": requirement, "server": server, "outcome": outcome, "severity": "critical"}
         for (requirement, server), outcome in outcomes.items()
     ]
-    document = {"schema": SCHEMA, "org": ORG, "started": started, "verdict": {"status": status}, "rows": rows}
+    verdict: dict[str, object] = {"status": status}
+    if partial is not None:
+        verdict |= {"partial": partial, "judged": len(rows), "rows": 43}
+    document = {"schema": SCHEMA, "org": ORG, "started": started, "verdict": verdict, "rows": rows}
     (folder / f"202611{day:02d}-023000.json").write_text(json.dumps(document))
     return started
 
@@ -163,6 +169,117 @@ def test_the_trend_has_the_kept_runs_and_this_one():
         ("2026-11-30", "fail", 1, 1, 0),
     ]
     assert len(history.History(runs, None).trend(2, NOW, "fail", [])) == 2  # the newest kept run and this one
+
+
+# --- partial runs: -k, -m, --lf, node IDs judged part of the org's rows ------------------------------------------
+
+
+def test_a_partial_run_neither_counts_in_nor_ends_a_streak(tmp_path):
+    first = write_run(tmp_path, 1, {BE02: "failed", EWS01: "failed"}, partial=False)
+    write_run(tmp_path, 2, {BE02: "passed", EWS01: "failed"}, partial=True)  # an admin's -k run
+    write_run(tmp_path, 3, {BE02: "failed", EWS01: "failed"})  # a run from before runs said whether partial
+    assert (marked(tmp_path, BE02, "failed").failing_since, marked(tmp_path, BE02, "failed").failing_runs) == (
+        first,
+        3,
+    )
+    assert marked(tmp_path, EWS01, "failed").failing_runs == 3  # not 4: the -k run does not count either
+
+
+def test_since_last_run_and_notifications_previous_run_are_the_newest_whole_run(tmp_path):
+    first = write_run(tmp_path, 1, {BE02: "failed", EWS01: "failed"})
+    write_run(tmp_path, 2, {EWS01: "passed"}, partial=True)  # -k EX03: BE-02 on EX02 not judged, EWS-01 passed
+    found = history.read(tmp_path, ORG, THIS_RUN)
+    assert found.previous is not None and found.previous["started"] == first
+    assert found.last is not None and (found.last.started, found.last.partial) == (first, False)
+    assert [run.partial for run in found.runs] == [False, True]  # read, and passed over
+    changes = history.compare(found.previous, [row(BE02, "failed"), row(EWS01, "failed")])
+    assert [r.where for r in changes.still_failing] == ["BE-02 on EX02", "EWS-01 on EX03"]
+    assert changes.new_failures == [] and changes.resolved == []
+    # An org with only partial runs so far has no earlier run to compare with: its first whole run is news.
+    only_partial = tmp_path / "only-partial"
+    only_partial.mkdir()
+    write_run(only_partial, 1, {BE02: "failed"}, partial=True)
+    assert history.read(only_partial, ORG, THIS_RUN).previous is None
+    assert history.read(only_partial, ORG, THIS_RUN).last is None
+
+
+def test_the_trend_passes_partial_runs_over_and_they_take_no_whole_runs_place_in_what_is_kept():
+    runs = tuple(
+        history.PastRun(f"2026110{day}-023000", f"2026-11-0{day}T02:30:00+00:00", "fail", {("A", "x"): "failed"}, part)
+        for day, part in ((1, False), (2, False), (3, True), (4, True))
+    )
+    found = history.History(runs, None)
+    assert [p.started[:10] for p in found.trend(30, NOW, "pass", [])] == ["2026-11-01", "2026-11-02", "2026-11-30"]
+    # keep 3: the newest two whole runs stay beside this one (prune keeps the partial runs apart).
+    assert [p.started[:10] for p in found.trend(3, NOW, "pass", [])] == ["2026-11-01", "2026-11-02", "2026-11-30"]
+    assert [p.started[:10] for p in found.trend(2, NOW, "pass", [])] == ["2026-11-02", "2026-11-30"]
+    assert found.partial_stamps == {"20261103-023000", "20261104-023000"}
+
+
+def test_partial_runs_are_pruned_apart_from_the_whole_runs(tmp_path):
+    # An afternoon of -k runs must not prune the nightly history away: the newest `keep` of each stay.
+    whole = [f"202611{day:02d}-023000" for day in (1, 2, 3)]
+    partial = [f"202611{day:02d}-150000" for day in (3, 4, 5, 6)]
+    for stamp in whole + partial:
+        for suffix in (".json", ".html"):
+            (tmp_path / f"{stamp}{suffix}").write_text("{}")
+    history.prune(tmp_path, 2, "20261107-023000", partial)
+    assert history.stamps(tmp_path) == ["20261106-150000", "20261105-150000", "20261103-023000", "20261102-023000"]
+    # A partial current run always stays, and the whole runs keep their places.
+    history.prune(tmp_path, 1, "20261106-150000", partial)
+    assert history.stamps(tmp_path) == ["20261106-150000", "20261103-023000"]
+
+
+@pytest.fixture(scope="module")
+def with_a_partial_run(tmp_path_factory):
+    """A whole run, a `-k EX01` run and a whole run, keeping 2 runs: BE-02/BE-03 on EX02 and EWS-01 on EX03 fail in
+    both whole runs; the -k run judges EX01's rows only (all pass)."""
+    workdir = tmp_path_factory.mktemp("partial-history")
+    org = build_org(3, ("backend-cert:EX02", "ews-http:EX03"))
+    runs = []
+    for args in ((), ("-k", "EX01"), ()):
+        runs.append(run_suite(workdir, org, "--keep-reports", "2", *args))
+        assert runs[-1].ret == (0 if args else 1), runs[-1].stdout + runs[-1].stderr
+        if not args:
+            prom = (runs[-1].reports / "latest.prom").read_text()
+        else:
+            assert (runs[-1].reports / "latest.prom").read_text() == prom  # the first run's, untouched
+        time.sleep(1.05)  # runs are stamped to the second
+    stamps = sorted(history.stamps(runs[-1].reports))
+    assert len(stamps) == 3  # two whole runs, and the partial one apart
+    documents = [json.loads((runs[-1].reports / f"{stamp}.json").read_text()) for stamp in stamps]
+    return runs, documents
+
+
+def test_a_partial_run_says_so_in_its_results(with_a_partial_run):
+    _runs, (first, partial, third) = with_a_partial_run
+    assert partial["verdict"]["partial"] is True
+    assert partial["verdict"]["judged"] == len(partial["rows"]) < partial["verdict"]["rows"] == len(first["rows"])
+    assert {r["server"] for r in partial["rows"]} <= {"EX01", None}
+    assert first["verdict"]["partial"] is third["verdict"]["partial"] is False
+    assert first["verdict"]["judged"] == first["verdict"]["rows"] == len(first["rows"])
+
+
+def test_the_next_whole_run_passes_the_partial_run_over(with_a_partial_run):
+    runs, (first, _partial, third) = with_a_partial_run
+    rows = rows_by_key(third)
+    for key in (("BE-02", "EX02"), ("BE-03", "EX02"), ("EWS-01", "EX03")):
+        assert (rows[key]["failing_since"], rows[key]["failing_runs"]) == (first["started"], 2), key
+    since = third["since_last_run"]
+    assert since["previous_started"] == first["started"]
+    assert since["new_failures"] == since["resolved"] == [] and len(since["still_failing"]) == 3
+    svg = chart_of((runs[-1].reports / "latest.html").read_text())
+    assert len(svg.findall(f"{SVG}g")) == 2  # the first run and this one
+
+
+def test_a_partial_run_says_in_one_line_what_it_leaves_alone(with_a_partial_run):
+    runs, _documents = with_a_partial_run
+    line = (
+        "partial:  a partial run: latest.prom and notifications are left to runs of every requirement; "
+        "the history passes it over"
+    )
+    assert [text for text in runs[1].stdout.splitlines() if text.startswith("partial:")] == [line]
+    assert not any(text.startswith("partial:") for text in runs[0].stdout.splitlines() + runs[2].stdout.splitlines())
 
 
 # --- the chart ------------------------------------------------------------------------------------------------

@@ -107,6 +107,31 @@ def test_series_are_unique_whatever_the_rows():
     ]
 
 
+# --- a partial run: -k, -m, --lf, node IDs judged part of the org's rows -----------------------------------------
+
+
+def test_a_partial_run_writes_no_latest_prom_and_leaves_the_last_whole_runs(tmp_path):
+    rows = [Row("BE-02", "t", "EX01", "passed", "critical", "m", "f", "s")]  # type: ignore[arg-type]
+    whole = metrics.write(judged_run([Row("BE-02", "t", "EX02", "failed", "critical", "m", "f", "s")]), tmp_path)  # type: ignore[arg-type]
+    assert whole == tmp_path / "latest.prom"
+    before = whole.read_text()
+    assert metrics.write(judged_run(rows, expected=43), tmp_path) is None  # 1 of 43 rows judged
+    assert whole.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["latest.prom"]
+    assert metrics.write(judged_run(rows, expected=1), tmp_path) == whole  # every row judged: written
+    assert samples(whole.read_text())[P + "verdict_ok"] == [({"org": ORG}, 1.0)]
+
+
+def test_a_partial_run_of_the_suite_leaves_latest_prom_as_the_last_whole_run_wrote_it(tmp_path):
+    org = build_org(2, ("backend-cert:EX02",))
+    whole = run_suite(tmp_path, org)
+    assert whole.ret == 1, whole.stdout + whole.stderr
+    before = (whole.reports / "latest.prom").read_bytes()
+    partial = run_suite(tmp_path, org, "-k", "EX01")
+    assert partial.ret == 0, partial.stdout + partial.stderr
+    assert (partial.reports / "latest.prom").read_bytes() == before
+    assert "latest.prom and notifications are left to runs of every requirement" in partial.stdout
+
+
 # --- written whole: a scrape never sees half a file -------------------------------------------------------------
 
 

@@ -406,6 +406,19 @@ def test_change_means_another_verdict_or_other_failed_or_unchecked_rows():
     assert not notify.should_send("change", now, same) and notify.should_send("change", now, None)
 
 
+def test_a_partial_run_sends_nothing_whatever_on_says(receiver, monkeypatch):
+    monkeypatch.setenv("T_HOOK", receiver.url)
+    rows = [row("BE-02", "EX02"), row("EWS-01", "EX03", "passed")]
+    partial = judged_run(rows, expected=43)  # 2 of the org's 43 rows judged: -k, -m, --lf or node IDs
+    whole = judged_run(rows, expected=2)
+    for on in ("always", "change"):
+        assert not notify.should_send(on, partial, None) and notify.should_send(on, whole, None)
+        said = send(settings(webhook="T_HOOK", on=on), partial)
+        assert said == Said() and receiver.posts == []
+    send(settings(webhook="T_HOOK"), whole)
+    assert len(receiver.posts) == 1
+
+
 # --- [notify] in the org config --------------------------------------------------------------------------------
 
 
@@ -498,12 +511,12 @@ class Nightly:
         return [line for line in self.stdout.splitlines() if "notif" in line]
 
 
-def nightly(workdir: Path, faults: tuple[str, ...], table: str, env: dict[str, str]) -> Nightly:
+def nightly(workdir: Path, faults: tuple[str, ...], table: str, env: dict[str, str], *args: str) -> Nightly:
     (workdir / "fake_collect.py").write_text(FAKE_COLLECT)
     facts = snapshot.write(build_org(3, faults, org="prod"), workdir / "facts.json")
     config = live_org(workdir, "\n[notify]\n" + table)
     command = [sys.executable, "-m", "pytest", str(TESTS_ENV), "-p", "fake_collect", "--org", str(config)]
-    command += ["--reports-dir", str(workdir / "reports")]
+    command += ["--reports-dir", str(workdir / "reports"), *args]
     done = subprocess.run(
         command,
         cwd=workdir,
@@ -544,6 +557,22 @@ def test_on_change_sends_after_the_first_run_not_after_an_identical_one_and_agai
     assert json.loads(receiver.posts[1][2])["new_failures"]["rows"] == ["AUTH-02 on EX01 (critical, failed)"]
     output = first.stdout + first.stderr + second.stdout + third.stdout + third.stderr
     assert TOKEN not in output and "Traceback" not in output
+
+
+def test_a_partial_run_tells_nobody_and_the_next_whole_run_compares_with_the_last_whole_one(tmp_path, receiver):
+    table = 'webhook_url_env = "T_HOOK"\n'  # on = "change"
+    env = {"T_HOOK": receiver.url}
+    first = nightly(tmp_path, ("backend-cert:EX02",), table, env)
+    assert first.ret == 1 and len(receiver.posts) == 1, first.stdout + first.stderr
+    partial = nightly(tmp_path, ("backend-cert:EX02",), table, env, "-k", "EX01")  # EX01's rows: all pass
+    assert partial.ret == 0, partial.stdout + partial.stderr
+    assert partial.notify_lines == [
+        "partial:  a partial run: latest.prom and notifications are left to runs of every requirement; "
+        "the history passes it over"
+    ]
+    assert partial.stdout.strip().splitlines()[-1].startswith("exchange-compliance: prod: PARTIAL: ")
+    again = nightly(tmp_path, ("backend-cert:EX02",), table, env)  # as the first: no news, whatever -k judged
+    assert again.ret == 1 and again.notify_lines == [] and len(receiver.posts) == 1
 
 
 def test_always_sends_after_every_run(tmp_path, receiver):

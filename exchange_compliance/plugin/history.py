@@ -15,6 +15,12 @@ count tells an admin how long a problem has really stood:
   the day it expires the row reads "failing for 40 runs", not 1.
 - A run that did not judge the row (the org could not be reached, the server was not checked, the row was not
   selected with -k) says nothing about it: it neither ends the streak nor counts in it.
+
+A partial run (-k, -m, --lf, node IDs or -x judged only part of the org's rows; its verdict says `partial`) speaks
+for no row of the history: the streaks, the trend, "since last run" and notification's previous run pass it over,
+so that an admin's `-k EX01` neither ends a streak nor has the next nightly run take the rows it left out for
+fixed. Its files are pruned apart from the whole runs' (the newest `keep` of each stay: prune), so that an
+afternoon of -k runs does not prune the nightly history away; it reads the history as any run does.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -63,6 +69,7 @@ class PastRun:
     started: str  # ISO 8601, as the run's results document has it
     status: str  # the verdict's: pass, fail, unreachable (no rows)
     outcomes: dict[Key, str]  # every row's outcome
+    partial: bool = False  # judged only part of the org's rows: passed over (see the module's docstring)
 
     def keys(self, *outcomes: str) -> frozenset[Key]:
         return frozenset(key for key, outcome in self.outcomes.items() if outcome in outcomes)
@@ -89,17 +96,24 @@ class TrendPoint:
 class History:
     """The kept history of an org before this run, read once."""
 
-    runs: tuple[PastRun, ...]  # oldest first; runs that could not check the org included
-    previous: dict | None  # the newest judged run's results document (its failing rows only), for compare()
+    runs: tuple[PastRun, ...]  # oldest first; runs that could not check the org and partial runs included
+    previous: dict | None  # the newest judged whole run's results document (its failing rows only), for compare()
 
     @property
     def last(self) -> PastRun | None:
-        """The run just before this one, whatever its verdict (notification compares with it)."""
-        return self.runs[-1] if self.runs else None
+        """The newest whole run before this one, whatever its verdict (notification compares with it)."""
+        return next((run for run in reversed(self.runs) if not run.partial), None)
+
+    @property
+    def partial_stamps(self) -> frozenset[str]:
+        """The stamps of the partial runs: prune counts them apart."""
+        return frozenset(run.stamp for run in self.runs if run.partial)
 
     def kept(self, keep: int) -> tuple[PastRun, ...]:
-        """The earlier runs that stay once this run is written and the directory pruned to `keep` runs."""
-        return self.runs[len(self.runs) - (keep - 1) :] if keep > 1 else ()
+        """The earlier whole runs that stay beside this run once it is written and the directory pruned to `keep`
+        whole runs (prune; partial runs are kept apart, and passed over)."""
+        whole = [run for run in self.runs if not run.partial]
+        return tuple(whole[len(whole) - (keep - 1) :]) if keep > 1 else ()
 
     def streaks(self, keep: int) -> dict[Key, Streak]:
         """Each row's failing streak as of the newest kept run (rows whose streak ended are absent)."""
@@ -162,15 +176,16 @@ def read(report_dir: Path, org: str, before: str, passed_over: list[str] | None 
             continue
         document, outcomes = found
         status = document["verdict"]["status"]
-        if previous is None and status != "unreachable":
+        partial = document["verdict"].get("partial") is True  # absent before runs said so: a whole run
+        if previous is None and status != "unreachable" and not partial:
             # compare() reads the rows that failed: the other 9,900 of a 1,000-server run need not be held.
             previous = {**document, "rows": [row for row in document["rows"] if row["outcome"] in FAILING]}
-        runs.append(PastRun(stamp, document["started"], status, outcomes))
+        runs.append(PastRun(stamp, document["started"], status, outcomes, partial))
     return History(tuple(reversed(runs)), previous)
 
 
 def previous_run(report_dir: Path, org: str, before: str, passed_over: list[str] | None = None) -> dict | None:
-    """The newest judged run of `org` older than the stamp `before`, or None."""
+    """The newest judged whole run of `org` older than the stamp `before`, or None."""
     return read(report_dir, org, before, passed_over).previous
 
 
@@ -270,9 +285,12 @@ def compare(previous: dict, rows: list[Row]) -> Changes:
     return Changes(previous.get("started", "?"), new, resolved, still, set_aside)
 
 
-def prune(report_dir: Path, keep: int, current: str) -> list[Path]:
-    """Delete the files of all but the newest `keep` runs (the current run always stays); returns what went."""
-    kept = set(stamps(report_dir)[:keep]) | {current}
+def prune(report_dir: Path, keep: int, current: str, partial: Collection[str] = ()) -> list[Path]:
+    """Delete the files of all but the newest `keep` runs (the current run always stays); returns what went.
+    Partial runs (`partial`: their stamps, the current run's too when it is one) are counted apart, the newest
+    `keep` of them kept as well: they do not take the place of the whole runs the history is made of."""
+    every = stamps(report_dir)
+    kept = {current, *[s for s in every if s not in partial][:keep], *[s for s in every if s in partial][:keep]}
     removed = []
     for stamp, path in stamped_files(report_dir):
         if stamp not in kept:

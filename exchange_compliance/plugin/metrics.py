@@ -8,8 +8,10 @@
 
 Every series carries `org`, so that the files of several orgs can share one textfile directory. An org-wide
 requirement has server="". A run that could not check the org (exit 6) has verdict_ok 0 and no per-requirement
-series. Label values come from AD (server names): escaped as the format wants (backslash, double quote, line
-feed). The file is replaced whole (reports.publish): a scrape never reads half of it.
+series. A partial run (-k, -m, --lf, node IDs: part of the org's rows) writes no file: latest.prom stays the last
+whole run's, which an alert would otherwise take a `-k EX01` run's few rows for. Label values come from AD (server
+names): escaped as the format wants (backslash, double quote, line feed). The file is replaced whole
+(reports.publish): a scrape never reads half of it.
 """
 
 from __future__ import annotations
@@ -72,8 +74,11 @@ def text(judged: JudgedRun) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(judged: JudgedRun, report_dir: Path) -> Path:
-    """reports/<org>/latest.prom, replaced whole; a ReportsError naming the file when it cannot be written."""
+def write(judged: JudgedRun, report_dir: Path) -> Path | None:
+    """reports/<org>/latest.prom, replaced whole; a ReportsError naming the file when it cannot be written. None,
+    and the file left as it is, after a partial run."""
+    if judged.verdict.partial:
+        return None
     path = report_dir / NAME
     with writing(path):
         return publish(path, text(judged))

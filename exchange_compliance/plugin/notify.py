@@ -2,6 +2,8 @@
 
 `on = "change"` (the default) sends when the verdict, or the set of failed or the set of unchecked rows, differs
 from the org's previous run (the first run of an org is a change); "always" after every run; "never" not at all.
+A partial run (-k, -m, --lf, node IDs: part of the org's rows) sends nothing whatever `on` says, and the previous
+run is the newest whole one (history.History.last): an admin's `-k EX01` tells nobody the other rows were fixed.
 The message: the verdict line; new failures, resolved and still failing, counted and named up to NAMES_LIMIT
 each; the report's path. The subject starts with the org and the verdict. The webhook gets a JSON POST with
 `text` (what Teams' and Slack's incoming webhooks show) and the same in structured fields.
@@ -61,6 +63,8 @@ def changed(judged: JudgedRun, last: PastRun | None) -> bool:
 
 
 def should_send(on: str, judged: JudgedRun, last: PastRun | None) -> bool:
+    if judged.verdict.partial:  # the run says so on the terminal (terminal.detail_lines)
+        return False
     return on == "always" or (on == "change" and changed(judged, last))
 
 

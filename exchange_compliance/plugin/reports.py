@@ -86,8 +86,16 @@ def _umask() -> int:
     return mask
 
 
-def write(judged: JudgedRun, report_dir: Path, stamp: str, evidence: Path | None, keep: int) -> Path:
-    """latest.json and <stamp>.json, the fix plan (when there are facts), then pruning; returns latest.json."""
+def write(
+    judged: JudgedRun,
+    report_dir: Path,
+    stamp: str,
+    evidence: Path | None,
+    keep: int,
+    partial: frozenset[str] = frozenset(),
+) -> Path:
+    """latest.json and <stamp>.json, the fix plan (when there are facts), then pruning (`partial`: the stamps of
+    the earlier partial runs, pruned apart); returns latest.json."""
     with writing(report_dir):
         verdict = judged.verdict
         run = {
@@ -96,6 +104,7 @@ def write(judged: JudgedRun, report_dir: Path, stamp: str, evidence: Path | None
                 "status": verdict.status,
                 "line": judged.line,
                 "blocking": [row.where for row in verdict.blocking] + verdict.broken,
+                **verdict.selection_fields(),
             },
             "gate": {"target": str(judged.target.version), "label": judged.target.label} if judged.target else None,
             "waivers": [s.as_dict() for s in judged.waivers],
@@ -131,7 +140,7 @@ def write(judged: JudgedRun, report_dir: Path, stamp: str, evidence: Path | None
         data = results.dumps(document)
         publish(stamped, data)
         publish(report_dir / "latest.json", data)
-        history.prune(report_dir, keep, stamp)
+        history.prune(report_dir, keep, stamp, partial | {stamp} if verdict.partial else partial)
     return report_dir / "latest.json"
 
 

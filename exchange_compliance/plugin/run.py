@@ -5,7 +5,8 @@ options reads the command line; evidence loads the facts (the controller collect
 evidence file workers hands them); the rows come from the tests' reports; run_verdict judges the run and sets
 its exit status (0 pass, 1 fail, 6 not checked; pytest's 4 for a usage or config error); history reads the
 org's earlier runs once, at the start (since last run, each row's failing streak, the trend); reports writes
-reports/<org>/, html latest.html, metrics latest.prom, and terminal says it; notify tells someone, last.
+reports/<org>/, html latest.html, metrics latest.prom, and terminal says it; notify tells someone, last. A partial
+run (run_verdict.Selection) writes no latest.prom and tells nobody, and later runs' history passes it over.
 junitxml writes the JUnit XML into a private directory, from which reports publishes latest.xml (and the report,
 written there too, as latest.html).
 """
@@ -213,7 +214,10 @@ class ComplianceRun:
         _without_worker_lines(session.config)
         judged = self.finish()
         try:
-            results = reports.write(judged, self.options.report_dir, self.stamp, self.loaded.evidence_path, self.keep)
+            partial = self.history.partial_stamps  # pruned apart
+            results = reports.write(
+                judged, self.options.report_dir, self.stamp, self.loaded.evidence_path, self.keep, partial
+            )
             metrics.write(judged, self.options.report_dir)
             if self.tool_outputs is not None:
                 waivers_path = self.options.waivers_path

@@ -81,6 +81,13 @@ class RunVerdict:
     def failed(self) -> bool:
         return bool(self.blocking or self.broken) or (self.gate and self.partial)
 
+    def selection_fields(self) -> dict[str, object]:
+        """latest.json's verdict on the selection: `partial`, and `judged` of the org's `rows` when counted. The
+        history (history.read) passes a partial run over: it speaks for the rows it judged, not for the org."""
+        if self.selection is None:
+            return {"partial": False}
+        return {"partial": self.partial, "judged": self.selection.judged, "rows": self.selection.rows}
+
     @property
     def status(self) -> str:
         """latest.json's verdict status, and the report banner's colour."""

@@ -27,6 +27,10 @@ FIX_LINES = 3
 SHOWN_REASONS = 10
 REASON_LIMIT = 400  # characters of one such line: the report has the whole message
 INDENT = " " * 10
+# Said under a partial run's counts: what it leaves alone (metrics.write, notify.should_send, history.read).
+PARTIAL = (
+    "a partial run: latest.prom and notifications are left to runs of every requirement; the history passes it over"
+)
 
 
 def say(config: pytest.Config, message: str, **markup: bool) -> None:
@@ -123,6 +127,8 @@ def detail_lines(judged: JudgedRun, config: pytest.Config, results: Path, eviden
     ]
     if judged.changes is not None:
         lines.append(f"since:    {when(judged.changes.previous_started)}: {judged.changes.counts()}")
+    if judged.verdict.partial:
+        lines.append(f"partial:  {PARTIAL}")
     lines += [f"report:   {config.option.htmlpath}", f"results:  {results}"]
     if getattr(config.option, "xmlpath", None):
         lines.append(f"junit:    {config.option.xmlpath}")

@@ -9,7 +9,7 @@
 
 A waived row (failed or error) shows as waived and does not fail the run. An expired waiver no longer applies
 and is listed as expired; a waiver that matches no row is reported. The file is read strictly, like the org
-config (config.StrictTable): a typo in a nightly job's waivers must stop the run, not waive the wrong thing.
+config (strict_toml.StrictTable): a typo in a nightly job's waivers must stop the run, not waive the wrong thing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 from ..catalog import catalog
-from ..config import ConfigError, StrictTable, read_toml
+from ..strict_toml import ConfigError, StrictTable, read_toml
 from .results import Row
 
 ALL = "all"
