@@ -18,6 +18,10 @@ from datetime import timedelta
 from html import unescape
 from pathlib import Path
 
+# Imported once, before any test: pytester takes the modules a test imported out of sys.modules when the test ends,
+# and cryptography's x509 classes imported again are not the ones its Rust bindings return (a certificate made in a
+# later test would have no SubjectAlternativeName extension, by isinstance).
+import cryptography.x509  # noqa: F401
 import pytest
 
 from exchange_compliance import snapshot
