@@ -60,8 +60,13 @@ HEADER = (
 )
 # pytest-html filters and sorts on its own result word ("Failed"), so a row that could not be checked keeps it
 # underneath and says "Not checked" through CSS. Its log box shows only where there is a log (a check that
-# broke). The summary's tables of rows, scoped to table.excomp-results: pytest-html styles its own table.
+# broke); its filter boxes only for outcomes its table holds (the others are disabled), and its count of tests
+# not at all (it counts its table's rows: the summary says the run's). The summary first, pytest-html's
+# environment table last. The summary's tables of rows, scoped to table.excomp-results: pytest-html styles its own.
 STYLE = """<style>
+body{display:flex;flex-direction:column}h1{order:-2}.summary{order:-1}
+body>p,#environment-header,#environment{order:1}
+input.filter[disabled],input.filter[disabled]+span,p.run-count{display:none}
 td.col-result[data-outcome]{font-size:0}
 td.col-result[data-outcome]::before{content:attr(data-outcome);font-size:12px}
 td.col-result[data-outcome]::after{font-size:12px}td.col-result[data-outcome="Not checked"]{color:#e65100}
@@ -268,6 +273,8 @@ def other_rows(rows: list[Row]) -> list[str]:
             f'{pending}><summary>{count} {label}</summary><table class="excomp-results">{HEADER}</table></details>'
         )
     parts += [f'<script type="application/json" id="excomp-data">{_data(by_outcome)}</script>', SCRIPT]
+    # pytest-html's table follows the summary.
+    parts.append(f'<h2 id="failing-rows">{failing} failed and not checked</h2>')
     return parts
 
 
