@@ -69,8 +69,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # Before pytest-html's and junitxml's own pytest_configure, which read these: the report and the JUnit XML are
     # written with no extra flags, into a private directory, then published as reports/<org>/latest.html and .xml.
     if run.is_controller:
-        run.tool_outputs = ToolOutputs.redirect(config.option)
-        if config.pluginmanager.has_plugin("html"):
+        html_loaded = config.pluginmanager.has_plugin("html")
+        run.tool_outputs = ToolOutputs.redirect(config.option, html_loaded)
+        if html_loaded:
             config.pluginmanager.register(html.ReportHooks(), "exchange-compliance-html")
 
 

@@ -145,9 +145,10 @@ class ToolOutputs:
     written: dict[str, Path] = field(default_factory=dict)  # suffix (".html", ".xml") -> where the tool writes it
 
     @classmethod
-    def redirect(cls, option: object) -> ToolOutputs:
+    def redirect(cls, option: object, html: bool) -> ToolOutputs:
+        """`html`: pytest-html is loaded (it is not under -p no:html), and writes the report."""
         outputs = cls(Path(tempfile.mkdtemp(prefix="exchange-compliance-")))
-        if not getattr(option, "htmlpath", None):
+        if html and not getattr(option, "htmlpath", None):
             outputs.written[".html"] = outputs.folder / "latest.html"
             option.htmlpath = str(outputs.written[".html"])  # type: ignore[attr-defined]
         option.self_contained_html = True  # type: ignore[attr-defined]  # one file: no assets/ beside it

@@ -123,7 +123,9 @@ def detail_lines(judged: JudgedRun, config: pytest.Config, results: Path, eviden
     ]
     if judged.changes is not None:
         lines.append(f"since:    {when(judged.changes.previous_started)}: {judged.changes.counts()}")
-    lines += [f"report:   {config.option.htmlpath}", f"results:  {results}"]
+    if getattr(config.option, "htmlpath", None):  # none where pytest-html is left out (-p no:html)
+        lines.append(f"report:   {config.option.htmlpath}")
+    lines.append(f"results:  {results}")
     if getattr(config.option, "xmlpath", None):
         lines.append(f"junit:    {config.option.xmlpath}")
     if judged.fix_plan is not None:
