@@ -192,3 +192,19 @@ def test_the_200_server_report_still_reads_in_ten_seconds(big_report, tmp_path):
     assert grid.count('<td class="srv">') == 4  # the org row, EX02, EX03, EX05
     assert "198 more servers meet every requirement that applies to them" in summary
     assert len(bodies(dom)) == SERVERS * 10 + 3 + 10  # every requirement and server: one row each
+
+
+def test_a_name_that_ends_the_script_element_runs_nothing(tmp_path):
+    """A server named to end the element that holds pytest-html's data or the summary's, then run a script of its
+    own: both kinds of data keep it as text (an attribute escaped by pytest-html's template; JSON with < and > as
+    \\u escapes), and the browser shows the name, never runs it."""
+    name = "EX02</script><script>document.title='pwned'</script>"
+    run = run_suite(tmp_path / "run", build_org(2, ("backend-cert:EX02",), rename=name))
+    assert run.ret == 1, run.stdout[-3000:] + run.stderr
+    report = run.reports / "latest.html"
+    assert "</script><script>document.title" not in report.read_text()
+    dom = rendered(report, tmp_path, every_row=True)
+    assert '<title id="head-title">exchange-compliance: contoso-unit</title>' in dom
+    rows = bodies(dom)
+    shown = [html for _, html in rows if "EX02&lt;/script&gt;&lt;script&gt;document.title='pwned'" in html]
+    assert {result for result, html in rows if html in shown} >= {"failed", "passed"}  # pytest-html's and the summary's
