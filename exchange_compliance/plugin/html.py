@@ -140,6 +140,7 @@ class ReportHooks:
 
     def __init__(self) -> None:
         self.elsewhere: set[tuple[str, str]] = set()  # (node ID, phase) of the rows the summary holds instead
+        self.shown: dict[tuple[str, str], Row] = {}  # the rows of pytest-html's table, by (node ID, phase)
 
     def pytest_html_report_title(self, report: object) -> None:
         # `report` is pytest-html's ReportData: the title, the outcomes' labels, the environment table.
@@ -160,6 +161,7 @@ class ReportHooks:
         if row.outcome in IN_PAGE:
             from pytest_html import extras
 
+            self.shown[report.nodeid, report.when] = row
             report.extras = [*getattr(report, "extras", []), extras.html(evidence_html(row))]  # type: ignore[attr-defined]
         else:
             self.elsewhere.add((report.nodeid, report.when))
@@ -178,7 +180,7 @@ class ReportHooks:
         if (report.when != "call" and report.passed) or (report.nodeid, report.when) in self.elsewhere:
             del cells[:]
             return
-        row = row_of(report)
+        row = self.shown.get((report.nodeid, report.when))
         result = cells[0]
         if row is None:  # not a requirement (a check that broke outside any): named by its test ID
             cells[:] = [result, f'<td class="col-requirement">{_one_line(escape(report.nodeid))}</td>', "<td></td>",
@@ -195,7 +197,7 @@ class ReportHooks:
 
     def pytest_html_results_table_html(self, report: pytest.TestReport, data: list[str]) -> None:
         # pytest's log only for a check that broke (its traceback): a row's evidence says the rest.
-        row = row_of(report)
+        row = self.shown.get((report.nodeid, report.when))
         if row is not None and not row.details.get("exception"):
             data.clear()
 
