@@ -67,8 +67,9 @@ def test_the_report_environment_is_versions_alone(suite):
     the page as markup) holds versions alone: a token in a CI variable is not written, nor is markup run."""
     token = "Ci7-build-Secret-44aa"
     env = {**SECRETS, "BUILD_URL": f"https://audit:{token}@ci.example/job/1", "JENKINS_URL": "<img src=x onerror=1>"}
-    run = suite(build_org(1), "--metadata", "Password", token, env=env)
+    run = suite(build_org(1), "-v", "--metadata", "Password", token, env=env)
     assert run.ret == 0, run.stdout + run.stderr
+    assert token not in run.stdout and "metadata: {'Python'" in run.stdout  # -v's header: versions alone too
     environment = report_data(run.reports / "latest.html")["environment"]
     assert sorted(environment) == ["Platform", "Python", "exchange-compliance", "pytest", "pytest-html"]
     assert_nowhere(outputs(run.reports), (*PASSWORDS, token))

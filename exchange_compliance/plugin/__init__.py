@@ -75,6 +75,14 @@ def pytest_configure(config: pytest.Config) -> None:
             config.pluginmanager.register(html.ReportHooks(), "exchange-compliance-html")
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_metadata(metadata: dict, config: pytest.Config) -> None:
+    """pytest-metadata's (pytest-html's environment table, `-v`'s header, an xdist worker's output): the versions
+    alone. It would copy a CI system's variables there (BUILD_URL, a token in a URL) and --metadata's values."""
+    for key in [key for key in metadata if key not in ("Python", "Platform", "Packages", "Plugins")]:
+        del metadata[key]
+
+
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
     # The terminal counts rows in the suite's words. A row that could not be checked is not listed under FAILURES
     # one by one: the run says each reason once, for all the servers that gave it (terminal.not_checked_lines).
