@@ -18,6 +18,10 @@ from datetime import timedelta
 from html import unescape
 from pathlib import Path
 
+# Imported once, before any test: pytester takes the modules a test imported out of sys.modules when the test ends,
+# and cryptography's x509 classes imported again are not the ones its Rust bindings return (a certificate made in a
+# later test would have no SubjectAlternativeName extension, by isinstance).
+import cryptography.x509  # noqa: F401
 import pytest
 
 from exchange_compliance import snapshot
@@ -126,17 +130,32 @@ def _cached(name: str, make: object) -> bytes:
     return _CERTS[name]
 
 
+def report_data(html: Path) -> dict:
+    """The data pytest-html builds its results table from (a JSON blob in an attribute): tests by node ID."""
+    blob = re.search(r'data-jsonblob="([^"]*)"', html.read_text(encoding="utf-8"))
+    assert blob is not None, f"{html} has no pytest-html data"
+    return json.loads(unescape(blob.group(1)))
+
+
 def report_rows(html: Path) -> list[dict]:
-    """Every row of an HTML report, by outcome, requirement and server (None: the org). A row in the page itself
-    has its markup (`html`: cells, evidence, fix); a row the page's script makes when its section is opened has
-    its data (`message`, and `extra`: the evidence markup it is given, or None for the short form)."""
-    text = html.read_text(encoding="utf-8")
+    """Every row of an HTML report, by outcome, requirement and server (None: the org). A row of pytest-html's
+    table (failed, not checked) has its markup (`html`: cells, evidence, fix, log); a row the summary's script
+    makes when its section is opened (waived, passed, not applicable) has its data (`message`, and `extra`: the
+    evidence markup it is given, or None for the short form)."""
     rows = []
-    for outcome, body in re.findall(r'<tbody class="results-table-row (\w+)">(.*?)</tbody>', text, re.S):
-        requirement = re.search(r'<td class="col-requirement"><b>([^<]*)</b>', body).group(1)
-        server = unescape(re.search(r'<td class="col-server">([^<]*)</td>', body).group(1))
-        rows.append({"outcome": outcome, "requirement": requirement, "server": None if server == "(org)" else server,
-                     "html": body})  # fmt: skip
+    for tests in report_data(html)["tests"].values():
+        for test in tests:
+            cells = "".join(test["resultsTableRow"])
+            requirement = re.search(r'<td class="col-requirement"><b>([^<]*)</b>', cells)
+            if requirement is None:  # a check that broke outside any requirement
+                continue
+            server = unescape(re.search(r'<td class="col-server">([^<]*)</td>', cells).group(1))
+            outcome = "error" if 'data-outcome="Not checked"' in cells else test["result"].lower()
+            extras = "".join(extra["content"] for extra in test["extras"] if extra["format_type"] == "html")
+            server = None if server == "(org)" else server
+            markup = cells + extras + test["log"]
+            rows.append({"outcome": outcome, "requirement": requirement.group(1), "server": server, "html": markup})
+    text = html.read_text(encoding="utf-8")
     data = re.search(r'<script type="application/json" id="excomp-data">(.*?)</script>', text, re.S)
     assert data is not None, f"{html} has no row data"
     found = json.loads(data.group(1))

@@ -175,7 +175,10 @@ def test_symlinked_report_files_are_replaced_never_written_through_and_pruning_t
     assert not [path.name for path in folder.iterdir() if path.name.startswith(".")]  # no temporary file left
     assert list(private_tmp.iterdir()) == []  # the report's and junitxml's private directory is gone
     assert f"report:   {folder / 'latest.html'}" in run.stdout
-    assert "Generated html report" not in run.stdout  # the report is the suite's own: pytest-html writes none
+    # pytest-html's and junitxml's own lines name the published files, never the private directory.
+    assert f"Generated html report: {(folder / 'latest.html').as_uri()}" in run.stdout
+    assert f"generated xml file: {folder / 'latest.xml'}" in run.stdout
+    assert str(private_tmp) not in run.stdout
 
 
 def test_a_user_given_html_path_is_written_there_and_not_copied(suite, pytester):

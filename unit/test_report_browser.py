@@ -77,8 +77,10 @@ def text_of(html: str) -> str:
 
 
 def bodies(dom: str) -> list[tuple[str, str]]:
-    """(the row's outcome, its HTML) for every row of the results in the DOM."""
-    return re.findall(r'<tbody class="results-table-row (\w+)"[^>]*>(.*?)</tbody>', dom, re.S)
+    """(the row's outcome, its HTML) for every row of the results in the DOM: pytest-html's table (failed, and not
+    checked, which is "failed" underneath and says so in its result cell) and the summary's sections."""
+    found = re.findall(r'<tbody class="(?:results-table-row|excomp-body) (\w+)"[^>]*>(.*?)</tbody>', dom, re.S)
+    return [("error" if 'data-outcome="Not checked"' in html else result, html) for result, html in found]
 
 
 def test_a_person_sees_the_summary_a_failing_row_and_its_fix(faulty_report, tmp_path):
@@ -115,10 +117,14 @@ def test_a_person_sees_the_summary_a_failing_row_and_its_fix(faulty_report, tmp_
 
 def test_the_failing_rows_are_in_the_page_and_the_rest_made_when_opened(faulty_report, tmp_path):
     dom = rendered(faulty_report.reports / "latest.html", tmp_path)
-    shown = {result for result, _ in bodies(dom)}
-    assert shown == {"failed", "error"}  # the rest waits for its section to open
-    assert re.search(r'<details class="excomp-rows" id="rows-failed"[^>]* open="?"?>', dom)
-    assert re.search(r'<details class="excomp-rows" id="rows-passed"[^>]*>', dom).group(0).count("open") == 0
+    rows = bodies(dom)
+    assert {result for result, _ in rows} == {"failed", "error"}  # the rest waits for its section to open
+    assert len(rows) == 9 and all('<tr class="extras-row">' in html for _, html in rows)  # pytest-html's, open
+    table = dom.split('id="results-table"')[1]
+    assert "No results found" not in table and "Not checked" in table
+    for outcome in ("waived", "passed", "not_applicable"):
+        section = re.search(rf'<details class="excomp-rows" id="rows-{outcome}"[^>]*>', dom).group(0)
+        assert "open" not in section and 'data-pending="yes"' in section
 
 
 def driven(report: Path, actions: str, tmp_path: Path) -> str:
@@ -141,13 +147,13 @@ def driven(report: Path, actions: str, tmp_path: Path) -> str:
 def test_filtering_the_rows_and_opening_one(faulty_report, tmp_path):
     actions = (
         "const box = d.getElementById('row-filter'); box.value = 'ews-01'; box.dispatchEvent(new Event('input'));"
-        "d.querySelector('#rows-passed tbody.results-table-row:not(.hidden) tr.collapsible').click();"
+        "d.querySelector('#rows-passed tbody.excomp-body:not(.hidden) tr.collapsible').click();"
     )
     dom = driven(faulty_report.reports / "latest.html", actions, tmp_path)
-    rows = re.findall(r'<tbody class="(results-table-row[^"]*)"[^>]*>(.*?)</tbody>', dom, re.S)
+    rows = re.findall(r'<tbody class="(excomp-body[^"]*)"[^>]*>(.*?)</tbody>', dom, re.S)
     shown = [html for classes, html in rows if "hidden" not in classes]
     assert shown and all("EWS-01" in html for html in shown)  # the filter matched the requirement's rows only
-    assert len(shown) < len(rows) and {"failed", "passed", "waived"} <= {c.split()[1] for c, h in rows if h in shown}
+    assert len(shown) < len(rows) and {"passed", "waived"} <= {c.split()[1] for c, h in rows if h in shown}
     opened = [html for html in shown if '<tr class="extras-row">' in html and "excomp-passed" in html]
     assert len(opened) == 1 and "Source: " in opened[0]  # the clicked passing row shows its evidence
 
@@ -186,3 +192,19 @@ def test_the_200_server_report_still_reads_in_ten_seconds(big_report, tmp_path):
     assert grid.count('<td class="srv">') == 4  # the org row, EX02, EX03, EX05
     assert "198 more servers meet every requirement that applies to them" in summary
     assert len(bodies(dom)) == SERVERS * 10 + 3 + 10  # every requirement and server: one row each
+
+
+def test_a_name_that_ends_the_script_element_runs_nothing(tmp_path):
+    """A server named to end the element that holds pytest-html's data or the summary's, then run a script of its
+    own: both kinds of data keep it as text (an attribute escaped by pytest-html's template; JSON with < and > as
+    \\u escapes), and the browser shows the name, never runs it."""
+    name = "EX02</script><script>document.title='pwned'</script>"
+    run = run_suite(tmp_path / "run", build_org(2, ("backend-cert:EX02",), rename=name))
+    assert run.ret == 1, run.stdout[-3000:] + run.stderr
+    report = run.reports / "latest.html"
+    assert "</script><script>document.title" not in report.read_text()
+    dom = rendered(report, tmp_path, every_row=True)
+    assert '<title id="head-title">exchange-compliance: contoso-unit</title>' in dom
+    rows = bodies(dom)
+    shown = [html for _, html in rows if "EX02&lt;/script&gt;&lt;script&gt;document.title='pwned'" in html]
+    assert {result for result, html in rows if html in shown} >= {"failed", "passed"}  # pytest-html's and the summary's

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from lab_org import REPO, lab_up, needs_lab
 
-from conftest import build_org, live_org
+from conftest import build_org, live_org, report_data
 
 SECRETS = {
     "T_LDAP_USER": "svc-audit@contoso.test",
@@ -60,6 +60,20 @@ def test_a_judged_run_writes_no_secret(suite):
     written = outputs(run.reports)
     assert len(written) >= 10  # latest and stamped: json, html, xml, facts, fixes
     assert_nowhere({**written, "stdout": run.stdout.encode(), "stderr": run.stderr.encode()})
+
+
+def test_the_report_environment_is_versions_alone(suite):
+    """pytest-html's environment table (pytest-metadata's, which copies a CI system's variables and --metadata into
+    the page as markup) holds versions alone: a token in a CI variable is not written, nor is markup run."""
+    token = "Ci7-build-Secret-44aa"
+    env = {**SECRETS, "BUILD_URL": f"https://audit:{token}@ci.example/job/1", "JENKINS_URL": "<img src=x onerror=1>"}
+    run = suite(build_org(1), "-v", "--metadata", "Password", token, env=env)
+    assert run.ret == 0, run.stdout + run.stderr
+    assert token not in run.stdout and "metadata: {'Python'" in run.stdout  # -v's header: versions alone too
+    environment = report_data(run.reports / "latest.html")["environment"]
+    assert sorted(environment) == ["Platform", "Python", "exchange-compliance", "pytest", "pytest-html"]
+    assert_nowhere(outputs(run.reports), (*PASSWORDS, token))
+    assert "onerror" not in (run.reports / "latest.html").read_text()
 
 
 # --- against the lab org: the credentials are used, and refused -----------------------------------------------------

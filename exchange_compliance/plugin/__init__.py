@@ -24,7 +24,7 @@ from ..facts import (
     Version,
 )
 from ..judge.verdict import Verdict
-from . import results, waivers
+from . import html, results, waivers
 from .options import add_options
 from .reports import ToolOutputs
 from .run import RUN, ComplianceRun
@@ -32,7 +32,7 @@ from .terminal import failure_text, headline
 
 VERDICT = pytest.StashKey[Verdict]()
 DEFAULT_REPORTCHARS = "fE"  # pytest's default for -r
-IDLE_PLUGINS = ("hypothesispytest", "benchmark", "html")
+IDLE_PLUGINS = ("hypothesispytest", "benchmark")
 
 
 def requirement(requirement_id: str) -> pytest.MarkDecorator:
@@ -54,10 +54,10 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     config.stash[RUN] = run
     config.pluginmanager.register(run, "exchange-compliance-run")
-    # A compliance run is not a test suite: the development extras' plugins (property tests, benchmarks) and
-    # pytest-html (the report is the suite's own, written where --html says) have nothing to do in it, and their
-    # hooks on every test were a quarter of a 2,000-row run.
-    for name in IDLE_PLUGINS:
+    # A compliance run is not a test suite: the development extras' plugins (property tests, benchmarks) have
+    # nothing to do in it, and their hooks on every test were a quarter of a 2,000-row run. pytest-html makes the
+    # report on the controller alone: an xdist worker has no use for its hooks either.
+    for name in (*IDLE_PLUGINS, *(() if run.is_controller else ("html",))):
         if config.pluginmanager.has_plugin(name):
             config.pluginmanager.set_blocked(name)
     if config.option.reportchars == DEFAULT_REPORTCHARS:
@@ -66,10 +66,21 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.reportchars = "N"
     if run.listing:
         return  # --collect-only: no verdict, no report (latest.html and latest.xml stay the last run's)
-    # Before junitxml's own pytest_configure, which reads it: the JUnit XML is written with no extra flags, into a
-    # private directory, then published as reports/<org>/latest.xml (the report, written there too, as latest.html).
+    # Before pytest-html's and junitxml's own pytest_configure, which read these: the report and the JUnit XML are
+    # written with no extra flags, into a private directory, then published as reports/<org>/latest.html and .xml.
     if run.is_controller:
-        run.tool_outputs = ToolOutputs.redirect(config.option)
+        html_loaded = config.pluginmanager.has_plugin("html")
+        run.tool_outputs = ToolOutputs.redirect(config.option, html_loaded)
+        if html_loaded:
+            config.pluginmanager.register(html.ReportHooks(), "exchange-compliance-html")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_metadata(metadata: dict, config: pytest.Config) -> None:
+    """pytest-metadata's (pytest-html's environment table, `-v`'s header, an xdist worker's output): the versions
+    alone. It would copy a CI system's variables there (BUILD_URL, a token in a URL) and --metadata's values."""
+    for key in [key for key in metadata if key not in ("Python", "Platform", "Packages", "Plugins")]:
+        del metadata[key]
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:

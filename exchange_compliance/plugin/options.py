@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,14 +48,6 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="N",
         help=f"keep the files of the newest N runs in reports/<org>/ (default: [reports] keep, else {REPORTS_KEEP})",
     )
-    if importlib.util.find_spec("pytest_html") is None:
-        # pytest-html, where it is installed, defines --html itself (and a compliance run blocks its own report).
-        parser.getgroup("terminal reporting").addoption(
-            "--html",
-            dest="htmlpath",
-            metavar="PATH",
-            help="write the HTML report to PATH instead of reports/<org>/latest.html",
-        )
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
-"""reports/<org>/: latest.json and the fix plan with their timestamped copies, the report and junitxml's file
+"""reports/<org>/: latest.json and the fix plan with their timestamped copies, pytest-html's and junitxml's files
 published beside them, and pruning old runs. A directory that cannot be written is one line naming the path
 (exit 4).
 
 Every file lands by publish(): written whole to a temporary file in the same directory, then renamed over its
 name. A latest.* (or a stamped name) that someone made a symlink is replaced, never written through, and a reader
-never sees half a file. The report (html.py) and junitxml write into a private temporary directory
-(ToolOutputs), from which their files are published the same way.
+never sees half a file. pytest-html and junitxml write into a private temporary directory (ToolOutputs), from
+which their files are published the same way.
 """
 
 from __future__ import annotations
@@ -146,33 +146,28 @@ def write(
 
 @dataclass
 class ToolOutputs:
-    """The report's and junitxml's files, written into a private temporary directory (mode 0700, in the system's
-    temporary directory, where nobody else can swap a file for a symlink while the run goes on), then published as
-    latest.* and <stamp>.*. A path the user gave (--html, --junitxml) is left to them."""
+    """pytest-html's and junitxml's files, redirected into a private temporary directory (mode 0700, in the
+    system's temporary directory, where nobody else can swap a file for a symlink while the run goes on), then
+    published as latest.* and <stamp>.*. A path the user gave (--html, --junitxml) is left to them."""
 
     folder: Path
     written: dict[str, Path] = field(default_factory=dict)  # suffix (".html", ".xml") -> where the tool writes it
-    user_report: Path | None = None  # --html: where the report goes instead
 
     @classmethod
-    def redirect(cls, option: object) -> ToolOutputs:
+    def redirect(cls, option: object, html: bool) -> ToolOutputs:
+        """`html`: pytest-html is loaded (it is not under -p no:html), and writes the report."""
         outputs = cls(Path(tempfile.mkdtemp(prefix="exchange-compliance-")))
-        if getattr(option, "htmlpath", None):
-            outputs.user_report = Path(option.htmlpath)  # type: ignore[attr-defined]
-        else:
-            outputs.written[".html"] = outputs.folder / "latest.html"  # the report (html.write)
+        if html and not getattr(option, "htmlpath", None):
+            outputs.written[".html"] = outputs.folder / "latest.html"
+            option.htmlpath = str(outputs.written[".html"])  # type: ignore[attr-defined]
+        option.self_contained_html = True  # type: ignore[attr-defined]  # one file: no assets/ beside it
         if not getattr(option, "xmlpath", None):
             outputs.written[".xml"] = outputs.folder / "latest.xml"
             option.xmlpath = str(outputs.written[".xml"])  # type: ignore[attr-defined]
         return outputs
 
-    @property
-    def report(self) -> Path:
-        """Where the run writes its report: --html's path, or where it waits to be published as latest.html."""
-        return self.user_report or self.written[".html"]
-
     def publish(self, config: pytest.Config, report_dir: Path, stamp: str) -> None:
-        """latest.html and latest.xml, with their timestamped copies, from what was written at session finish."""
+        """latest.html and latest.xml, with their timestamped copies, from what the tools wrote at session finish."""
         with writing(report_dir):
             for suffix, written in self.written.items():
                 if not written.is_file():
@@ -182,6 +177,13 @@ class ToolOutputs:
                 latest = publish(report_dir / f"latest{suffix}", data)
                 option = "htmlpath" if suffix == ".html" else "xmlpath"
                 setattr(config.option, option, str(latest))  # what the run's own lines name
+                # pytest-html and junitxml each name their file in a line of their own after the run: the
+                # published one, not the private one.
+                for plugin in config.pluginmanager.get_plugins():
+                    if getattr(plugin, "_report_path", None) == written:
+                        plugin._report_path = latest
+                    if getattr(plugin, "logfile", None) == str(written):
+                        plugin.logfile = str(latest)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

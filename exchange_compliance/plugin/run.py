@@ -5,10 +5,10 @@ options reads the command line; evidence loads the facts (the controller collect
 evidence file workers hands them); the rows come from the tests' reports; run_verdict judges the run and sets
 its exit status (0 pass, 1 fail, 6 not checked; pytest's 4 for a usage or config error); history reads the
 org's earlier runs once, at the start (since last run, each row's failing streak, the trend); reports writes
-reports/<org>/, html latest.html, metrics latest.prom, and terminal says it; notify tells someone, last. A partial
-run (run_verdict.Selection) writes no latest.prom and tells nobody, and later runs' history passes it over.
-junitxml writes the JUnit XML into a private directory, from which reports publishes latest.xml (and the report,
-written there too, as latest.html).
+reports/<org>/, metrics latest.prom, and terminal says it; notify tells someone, last. pytest-html (with
+html's hooks) and junitxml write the report and the JUnit XML into a private directory, from which reports
+publishes latest.html and latest.xml. A partial run (run_verdict.Selection) writes no latest.prom
+and tells nobody, and later runs' history passes it over.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 from ..catalog import catalog
 from ..config import REPORTS_KEEP
 from ..facts import OrgFacts
-from . import coverage, evidence, history, html, metrics, notify, reports, terminal, waivers, workers
+from . import coverage, evidence, history, metrics, notify, reports, terminal, waivers, workers
 from .options import RunOptions, read_options
 from .results import Row, row_of, set_row, sort_key
 from .run_verdict import JudgedRun, exit_status, fit, judge_rows
@@ -69,7 +69,6 @@ class ComplianceRun:
         self._streaks: dict[history.Key, history.Streak] | None = None
         self.rows: list[Row] = []
         self.broken: list[str] = []  # tests that failed without a requirement row: a bug in tests_env
-        self.tracebacks: dict[str, str] = {}  # what a check that broke left: by row (`where`) or node ID
         self.results_path: Path | None = None  # latest.json, once written
         self.write_error: str | None = None  # the reports could not be written at the end of the run
         self.tool_outputs: reports.ToolOutputs | None = None  # pytest-html's and junitxml's, on the controller
@@ -168,11 +167,8 @@ class ComplianceRun:
             row = history.mark(row, self._streaks, self.started.isoformat())
             set_row(report, row)
             self.rows.append(row)
-            if row.details.get("exception"):  # a bug in the check: the report keeps its traceback
-                self.tracebacks[row.where] = report.longreprtext
         elif report.failed:
             self.broken.append(report.nodeid)
-            self.tracebacks[report.nodeid] = report.longreprtext
 
     def finish(self) -> JudgedRun:
         """Judge the run (once): the verdict, the waivers' fate, the changes since the last run."""
@@ -220,10 +216,6 @@ class ComplianceRun:
             )
             metrics.write(judged, self.options.report_dir)
             if self.tool_outputs is not None:
-                waivers_path = self.options.waivers_path
-                page = self.tool_outputs.report
-                with reports.writing(page):
-                    html.write(judged, page, str(waivers_path) if waivers_path else None, self.tracebacks)
                 self.tool_outputs.publish(session.config, self.options.report_dir, self.stamp)
             self.results_path = results  # the terminal's lines name the files only once they all are written
         except reports.ReportsError as exc:

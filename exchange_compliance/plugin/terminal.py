@@ -129,7 +129,9 @@ def detail_lines(judged: JudgedRun, config: pytest.Config, results: Path, eviden
         lines.append(f"since:    {when(judged.changes.previous_started)}: {judged.changes.counts()}")
     if judged.verdict.partial:
         lines.append(f"partial:  {PARTIAL}")
-    lines += [f"report:   {config.option.htmlpath}", f"results:  {results}"]
+    if getattr(config.option, "htmlpath", None):  # none where pytest-html is left out (-p no:html)
+        lines.append(f"report:   {config.option.htmlpath}")
+    lines.append(f"results:  {results}")
     if getattr(config.option, "xmlpath", None):
         lines.append(f"junit:    {config.option.xmlpath}")
     if judged.fix_plan is not None:
